@@ -1,0 +1,21 @@
+// Root vitest configuration: one inline project per package; the "@luo/source" condition makes
+// workspace imports resolve to TypeScript sources so tests never need a prior build.
+import { defineConfig } from "vitest/config";
+
+const conditions = ["@luo/source"];
+
+export default defineConfig({
+  resolve: { conditions },
+  ssr: { resolve: { conditions } },
+  test: {
+    setupFiles: ["reflect-metadata"],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    projects: [
+      {
+        extends: true,
+        test: { name: "core", root: "packages/core", include: ["test/**/*.test.ts"] },
+      },
+    ],
+  },
+});
