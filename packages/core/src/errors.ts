@@ -15,6 +15,7 @@
 /** Linux errno numbers used by the project (positive values, as in `errno.h`). */
 export const ERRNO = {
   EPERM: 1,
+  ESRCH: 3,
   ENOENT: 2,
   EIO: 5,
   E2BIG: 7,
@@ -35,6 +36,7 @@ export const ERRNO = {
   ESPIPE: 29,
   ERANGE: 34,
   EDEADLK: 35,
+  ELOOP: 40,
   ENODATA: 61,
   EOVERFLOW: 75,
   EOPNOTSUPP: 95,

@@ -7,3 +7,11 @@
 import "reflect-metadata";
 
 export * from "./errors.js";
+export * from "./machine/index.js";
+export * from "./fdt/index.js";
+export * from "./kho/index.js";
+export * from "./abi/index.js";
+export * from "./kernel/index.js";
+export * from "./liveupdate/index.js";
+export * from "./plugin/index.js";
+export * from "./system/index.js";

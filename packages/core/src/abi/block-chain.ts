@@ -1,0 +1,125 @@
+/**
+ * Outgoing linked block chain: the storage for session or file records in preserved memory.
+ *
+ * The chain is grown while sessions/files are added ({@link BlockChain.grow}) and shrunk when they
+ * go ({@link BlockChain.shrink}), so the reboot path only fills pre-allocated space
+ * ({@link BlockChain.fill}). Blocks are linked through their `next` field at growth time; `count`
+ * fields are written at fill time. Invariant kept by callers: blocks = ⌈entries / perBlock⌉, so an
+ * outgoing chain never carries an empty block (the kernel's Q5 bug). Errors: `ENOSPC` beyond
+ * {@link LUO_MAX_BLOCKS}, `ENOMEM` when pages run out; a failed grow removes the blocks it added.
+ *
+ * @module
+ */
+import { LiveUpdateError } from "../errors.js";
+import { PAGE_SIZE } from "../machine/index.js";
+import type { Kho, PreservedBlock } from "../kho/index.js";
+import { BLOCK_HEADER_SIZE, LUO_MAX_BLOCKS, type BlockGeometry } from "./layout.js";
+
+/** Writes entry `index` into `view` at byte `offset` (the entry's space is zero on entry). */
+export type EntryWriter = (view: DataView, bytes: Uint8Array, offset: number, index: number) => void;
+
+/** A chain of preserved blocks owned by the outgoing kernel. */
+export class BlockChain {
+  private readonly blocks: PreservedBlock[] = [];
+  private readonly views: DataView[] = [];
+
+  /**
+   * @param kho - allocator of preserved memory
+   * @param geometry - block size and entry size
+   */
+  constructor(
+    private readonly kho: Kho,
+    readonly geometry: BlockGeometry,
+  ) {}
+
+  /** Number of blocks. */
+  get length(): number {
+    return this.blocks.length;
+  }
+
+  /** Entries the chain can hold now. */
+  get capacity(): number {
+    return this.blocks.length * this.geometry.perBlock;
+  }
+
+  /** Physical address of the first block, 0 when empty. */
+  get head(): bigint {
+    return this.blocks.length === 0 ? 0n : this.blocks[0]!.phys;
+  }
+
+  /** Physical addresses of every block, in chain order. */
+  blockAddresses(): bigint[] {
+    return this.blocks.map((b) => b.phys);
+  }
+
+  /** Makes room for `target` entries. `ENOSPC` above the block limit, `ENOMEM`; all-or-nothing. */
+  grow(target: number): void {
+    const { perBlock, pages, what } = this.geometry;
+    const need = Math.ceil(target / perBlock);
+    if (need <= this.blocks.length) return;
+    if (need > LUO_MAX_BLOCKS) {
+      throw new LiveUpdateError("ENOSPC", `${what} chain would need ${need} blocks; the limit is ${LUO_MAX_BLOCKS}`);
+    }
+    const before = this.blocks.length;
+    try {
+      while (this.blocks.length < need) {
+        const block = this.kho.allocPreserve(pages * PAGE_SIZE);
+        const dv = new DataView(block.view.buffer, block.view.byteOffset, block.view.byteLength);
+        const last = this.views[this.views.length - 1];
+        if (last) last.setBigUint64(0, block.phys, true);
+        this.blocks.push(block);
+        this.views.push(dv);
+      }
+    } catch (e) {
+      this.shrinkTo(before);
+      throw e;
+    }
+  }
+
+  /** Frees trailing blocks no longer needed for `target` entries. */
+  shrink(target: number): void {
+    this.shrinkTo(Math.ceil(target / this.geometry.perBlock));
+  }
+
+  private shrinkTo(blocks: number): void {
+    while (this.blocks.length > blocks) {
+      const block = this.blocks.pop()!;
+      this.views.pop();
+      this.kho.unpreserveFree(block.phys);
+      const last = this.views[this.views.length - 1];
+      if (last) last.setBigUint64(0, 0n, true);
+    }
+  }
+
+  /**
+   * Writes `count` entries (reboot path): sets each block's count and calls `write` for every
+   * entry. `ENOSPC` if the chain was not grown for `count` entries.
+   */
+  fill(count: number, write: EntryWriter): void {
+    const { perBlock, entrySize, what } = this.geometry;
+    if (count > this.capacity || Math.ceil(count / perBlock) !== this.blocks.length) {
+      throw new LiveUpdateError("ENOSPC", `${what} chain holds ${this.capacity} entries, ${count} to write`);
+    }
+    let index = 0;
+    for (let b = 0; b < this.blocks.length; b++) {
+      const dv = this.views[b]!;
+      const bytes = this.blocks[b]!.view;
+      const n = Math.min(perBlock, count - index);
+      dv.setBigUint64(8, BigInt(n), true);
+      for (let j = 0; j < n; j++, index++) write(dv, bytes, BLOCK_HEADER_SIZE + j * entrySize, index);
+    }
+  }
+
+  /** Zeroes every entry and count (rollback of a fill); keeps the links. */
+  clear(): void {
+    for (let b = 0; b < this.blocks.length; b++) {
+      const bytes = this.blocks[b]!.view;
+      bytes.fill(0, 8);
+    }
+  }
+
+  /** Unpreserves and frees every block. */
+  destroy(): void {
+    this.shrinkTo(0);
+  }
+}

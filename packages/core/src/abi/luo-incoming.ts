@@ -1,0 +1,172 @@
+/**
+ * The incoming LUO handover: read and validate everything the previous kernel serialized.
+ *
+ * Early boot calls {@link readLuoHandover} with the KHO handover. It checks the LUO FDT
+ * (compatible strings, property sizes), walks the session chain and every session's file chain,
+ * and the FLB page, and returns plain records rebuilt from those bytes. Any inconsistency — a bad
+ * string, a file count that disagrees with the chain, an address outside preserved memory, a bad
+ * block — is a {@link KernelPanicError} naming the location. The LUO FDT and FLB pages are freed
+ * once read; session blocks are freed by the orchestrator after deserialization and each
+ * session's file blocks when it finishes (the kernel's order).
+ *
+ * @module
+ */
+import { KernelPanicError, LiveUpdateError } from "../errors.js";
+import { decodeFdt, getProp, peekFdtHeader, readFdtString, readFdtU64, type FdtNode } from "../fdt/index.js";
+import { PAGE_SIZE } from "../machine/index.js";
+import type { KhoIncoming } from "../kho/index.js";
+import { readChain } from "./chain-reader.js";
+import {
+  COMPATIBLE_SIZE,
+  FILE_BLOCKS,
+  FILE_SER,
+  FLB_AREA,
+  FLB_SER,
+  LUO_COMPATIBLE,
+  LUO_FLB_COMPATIBLE,
+  LUO_KHO_NAME,
+  LUO_SESSION_COMPATIBLE,
+  SESSION_BLOCKS,
+  SESSION_NAME_SIZE,
+  SESSION_SER,
+} from "./layout.js";
+import { readFixedString } from "./strings.js";
+
+/** A file record handed over inside a session. */
+export interface IncomingFileRecord {
+  /** Compatible of the handler that preserved it. */
+  readonly compatible: string;
+  /** The handler's opaque data. */
+  readonly data: bigint;
+  /** The user's token. */
+  readonly token: bigint;
+}
+
+/** A session record handed over by the previous kernel. */
+export interface IncomingSessionRecord {
+  /** Session name. */
+  readonly name: string;
+  /** Files in preservation order. */
+  readonly files: IncomingFileRecord[];
+  /** Physical addresses of the session's file blocks. */
+  readonly fileBlocks: bigint[];
+}
+
+/** An FLB record handed over by the previous kernel. */
+export interface IncomingFlbRecord {
+  /** FLB compatible. */
+  readonly compatible: string;
+  /** The FLB's opaque data. */
+  readonly data: bigint;
+  /** Number of dependent files at serialization. */
+  readonly count: bigint;
+}
+
+/** Everything LUO received from the previous kernel. */
+export interface LuoIncomingHandover {
+  /** The previous kernel's live-update number (this kernel's is one more). */
+  readonly liveupdateNumber: bigint;
+  /** Sessions in the previous kernel's creation order. */
+  readonly sessions: IncomingSessionRecord[];
+  /** Physical addresses of the session blocks. */
+  readonly sessionBlocks: bigint[];
+  /** FLB records in registration order. */
+  readonly flbs: IncomingFlbRecord[];
+}
+
+const hex = (p: bigint): string => `0x${p.toString(16)}`;
+
+function panicOnFdt<T>(what: string, phys: bigint, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof KernelPanicError) throw e;
+    throw new KernelPanicError(`${what} at ${hex(phys)}: ${(e as Error).message}`, phys, { cause: e });
+  }
+}
+
+function checkCompatible(node: FdtNode, expected: string, what: string, phys: bigint): void {
+  const c = readFdtString(getProp(node, "compatible"));
+  if (c !== expected) {
+    throw new KernelPanicError(`${what} at ${hex(phys)} is ${JSON.stringify(c)}, expected "${expected}"`, phys);
+  }
+}
+
+/**
+ * Reads the LUO handover. Returns `undefined` when the previous kernel published no "LUO" subtree.
+ * Throws {@link KernelPanicError} on any corruption.
+ */
+export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefined {
+  let fdtPhys: bigint;
+  try {
+    fdtPhys = kho.getSubtree(LUO_KHO_NAME);
+  } catch (e) {
+    if (e instanceof LiveUpdateError && e.code === "ENOENT") return undefined;
+    throw e;
+  }
+  if (!kho.covers(fdtPhys, PAGE_SIZE)) throw new KernelPanicError(`LUO FDT ${hex(fdtPhys)} is not preserved`, fdtPhys);
+  const page = kho.machine.view(fdtPhys, PAGE_SIZE);
+  const { liveupdateNumber, sessionHead, flbHead } = panicOnFdt("LUO FDT", fdtPhys, () => {
+    if (peekFdtHeader(page).totalSize > PAGE_SIZE) throw new KernelPanicError(`LUO FDT is larger than a page`, fdtPhys);
+    const tree = decodeFdt(page);
+    checkCompatible(tree.root, LUO_COMPATIBLE, "LUO FDT", fdtPhys);
+    const session = tree.root.children.find((c) => c.name === "luo-session");
+    const flb = tree.root.children.find((c) => c.name === "luo-flb");
+    if (!session || !flb) throw new KernelPanicError(`LUO FDT lacks /luo-session or /luo-flb`, fdtPhys);
+    checkCompatible(session, LUO_SESSION_COMPATIBLE, "/luo-session", fdtPhys);
+    checkCompatible(flb, LUO_FLB_COMPATIBLE, "/luo-flb", fdtPhys);
+    return {
+      liveupdateNumber: readFdtU64(getProp(tree.root, "liveupdate-number")),
+      sessionHead: readFdtU64(getProp(session, "luo-session-header")),
+      flbHead: readFdtU64(getProp(flb, "luo-flb-header")),
+    };
+  });
+
+  const sessionChain = readChain(kho, sessionHead, SESSION_BLOCKS, "session chain", (dv, bytes, off, i, block) => {
+    const name = readFixedString(bytes, off + SESSION_SER.name, SESSION_NAME_SIZE);
+    if (name === undefined) {
+      throw new KernelPanicError(`session ${i} in block ${hex(block)} has a name without NUL or invalid`, block);
+    }
+    return { name, files: dv.getBigUint64(off + SESSION_SER.files, true), nfiles: dv.getBigUint64(off + SESSION_SER.nfiles, true) };
+  });
+
+  const sessions = sessionChain.entries.map((s): IncomingSessionRecord => {
+    const label = `file chain of session ${JSON.stringify(s.name)}`;
+    const chain = readChain(kho, s.files, FILE_BLOCKS, label, (dv, bytes, off, i, block) => {
+      const compatible = readFixedString(bytes, off + FILE_SER.compatible, COMPATIBLE_SIZE);
+      if (compatible === undefined) {
+        throw new KernelPanicError(`${label}: file ${i} in block ${hex(block)} has a bad compatible`, block);
+      }
+      return { compatible, data: dv.getBigUint64(off + FILE_SER.data, true), token: dv.getBigUint64(off + FILE_SER.token, true) };
+    });
+    if (BigInt(chain.entries.length) !== s.nfiles) {
+      throw new KernelPanicError(`${label} holds ${chain.entries.length} files, the session says ${s.nfiles}`, s.files);
+    }
+    return { name: s.name, files: chain.entries, fileBlocks: chain.blocks };
+  });
+
+  const flbs: IncomingFlbRecord[] = [];
+  if (flbHead !== 0n) {
+    if (!kho.covers(flbHead, PAGE_SIZE * FLB_AREA.pages)) {
+      throw new KernelPanicError(`FLB page ${hex(flbHead)} is not preserved`, flbHead);
+    }
+    const bytes = kho.machine.view(flbHead, PAGE_SIZE);
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, PAGE_SIZE);
+    const pgcnt = dv.getBigUint64(0, true);
+    const count = dv.getBigUint64(8, true);
+    if (pgcnt !== BigInt(FLB_AREA.pages) || count > BigInt(FLB_AREA.max)) {
+      throw new KernelPanicError(`FLB page ${hex(flbHead)} has pgcnt ${pgcnt} and count ${count}`, flbHead);
+    }
+    for (let i = 0; i < Number(count); i++) {
+      const off = FLB_AREA.headerSize + i * FLB_SER.size;
+      const compatible = readFixedString(bytes, off + FLB_SER.name, COMPATIBLE_SIZE);
+      if (compatible === undefined) throw new KernelPanicError(`FLB record ${i} at ${hex(flbHead)} has a bad name`, flbHead);
+      const c = dv.getBigUint64(off + FLB_SER.count, true);
+      if (c === 0n) throw new KernelPanicError(`FLB record ${i} (${compatible}) has count 0`, flbHead);
+      flbs.push({ compatible, data: dv.getBigUint64(off + FLB_SER.data, true), count: c });
+    }
+    kho.restoreFree(flbHead);
+  }
+  kho.restoreFree(fdtPhys);
+  return { liveupdateNumber, sessions, sessionBlocks: sessionChain.blocks, flbs };
+}

@@ -1,0 +1,51 @@
+/**
+ * Fixed-size C strings of the handover ABI (`char name[64]`, `char compatible[48]`).
+ *
+ * The public API takes JS strings; they are stored as UTF-8 with a terminating NUL, so the byte
+ * length must be 1..size-1 and must not contain NUL (`EINVAL`). Readers of incoming data require
+ * a NUL inside the field and valid UTF-8 — anything else is corrupt state.
+ *
+ * @module
+ */
+import { LiveUpdateError } from "../errors.js";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Encodes `value` for a `char[size]` field. `EINVAL` (naming `what`) when empty, containing NUL,
+ * or `size - 1` bytes or longer.
+ */
+export function encodeFixedString(value: string, size: number, what: string): Uint8Array {
+  if (typeof value !== "string") throw new LiveUpdateError("EINVAL", `${what} must be a string`);
+  const bytes = encoder.encode(value);
+  if (bytes.length === 0) throw new LiveUpdateError("EINVAL", `${what} is empty`);
+  if (bytes.includes(0)) throw new LiveUpdateError("EINVAL", `${what} ${JSON.stringify(value)} contains NUL`);
+  if (bytes.length > size - 1) {
+    throw new LiveUpdateError(
+      "EINVAL",
+      `${what} ${JSON.stringify(value)} is ${bytes.length} bytes; at most ${size - 1} fit with the NUL`,
+    );
+  }
+  return bytes;
+}
+
+/** Writes an already validated string into `view` at `offset`, zero-padding to `size`. */
+export function writeFixedString(view: Uint8Array, offset: number, bytes: Uint8Array, size: number): void {
+  view.fill(0, offset, offset + size);
+  view.set(bytes, offset);
+}
+
+/**
+ * Reads a `char[size]` field. Returns `undefined` when there is no NUL inside the field, the
+ * string is empty, or it is not valid UTF-8 (callers turn that into a kernel panic).
+ */
+export function readFixedString(view: Uint8Array, offset: number, size: number): string | undefined {
+  const end = view.indexOf(0, offset);
+  if (end < 0 || end >= offset + size || end === offset) return undefined;
+  try {
+    return decoder.decode(view.subarray(offset, end));
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * The per-boot kernel state the VFS layer needs: the device-node registry and the halt switch.
+ *
+ * One {@link KernelContext} exists per booted kernel. After a successful kexec the old kernel is
+ * halted: {@link KernelContext.assertRunning} then throws `ESHUTDOWN` for every later syscall, and
+ * halt listeners poison the orchestrator's locks so pending calls reject too. Nothing hangs.
+ *
+ * @module
+ */
+import { LiveUpdateError } from "../errors.js";
+import type { KernelFile } from "./file.js";
+import type { Process } from "./process.js";
+
+/** Opens a device node for a process; returns the new file object (with one reference). */
+export type DeviceOpener = (proc: Process) => KernelFile | Promise<KernelFile>;
+
+/** State shared by every process of one booted kernel. */
+export class KernelContext {
+  private readonly devices = new Map<string, DeviceOpener>();
+  private haltError: LiveUpdateError | undefined;
+  private readonly haltListeners: Array<(e: LiveUpdateError) => void> = [];
+
+  /** @param name - the kernel's name in messages, e.g. `kernel#2` */
+  constructor(readonly name: string) {}
+
+  /** Registers a device node (e.g. `/dev/liveupdate`). `EEXIST` if the path is taken. */
+  registerDevice(path: string, open: DeviceOpener): void {
+    if (this.devices.has(path)) throw new LiveUpdateError("EEXIST", `device node ${path} already exists`);
+    this.devices.set(path, open);
+  }
+
+  /** Removes a device node (no-op when absent). */
+  unregisterDevice(path: string): void {
+    this.devices.delete(path);
+  }
+
+  /** Looks up a device node. `ENOENT` when absent. */
+  device(path: string): DeviceOpener {
+    const d = this.devices.get(path);
+    if (!d) throw new LiveUpdateError("ENOENT", `no such device node: ${path}`);
+    return d;
+  }
+
+  /** True after {@link KernelContext.halt}. */
+  get halted(): boolean {
+    return this.haltError !== undefined;
+  }
+
+  /** Throws `ESHUTDOWN` when this kernel was replaced by a live update. */
+  assertRunning(): void {
+    if (this.haltError) throw this.haltError;
+  }
+
+  /** Registers a callback that runs once when the kernel halts. */
+  onHalt(fn: (e: LiveUpdateError) => void): void {
+    this.haltListeners.push(fn);
+  }
+
+  /** Halts the kernel: every pending or later call fails with `ESHUTDOWN`. */
+  halt(): void {
+    if (this.haltError) return;
+    this.haltError = new LiveUpdateError(
+      "ESHUTDOWN",
+      `${this.name} was replaced by a live update and is halted`,
+    );
+    for (const fn of this.haltListeners) fn(this.haltError);
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * Constants of the KHO root format shared by the outgoing writer and the incoming reader.
+ *
+ * Root FDT: `/` `compatible = "kho-v1"`, `preserved-memory-map = <u64 phys>`; one subnode per
+ * subtree with `fdt = <u64 phys>`. The map is a chain of pages, each `{u64 next; u64 count}`
+ * followed by `count` entries `{u64 phys; u32 order; u32 reserved}`.
+ *
+ * @module
+ */
+import { PAGE_SIZE } from "../machine/index.js";
+
+/** Root compatible string. */
+export const KHO_COMPATIBLE = "kho-v1";
+/** Bytes of a map page header `{next, count}`. */
+export const MAP_HEADER_SIZE = 16;
+/** Bytes of a map entry `{phys, order, reserved}`. */
+export const MAP_ENTRY_SIZE = 16;
+/** Entries per map page: (4096 − 16) / 16 = 255. */
+export const MAP_ENTRIES_PER_PAGE = (PAGE_SIZE - MAP_HEADER_SIZE) / MAP_ENTRY_SIZE;
+/** Upper bound of map pages and of the root FDT size accepted on restore. */
+export const KHO_MAX_MAP_PAGES = 10000;
+/** Largest root FDT accepted on restore. */
+export const KHO_MAX_ROOT_SIZE = 1 << 21;

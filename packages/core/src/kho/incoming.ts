@@ -1,0 +1,231 @@
+/**
+ * Kexec HandOver, incoming side: what the next kernel does with the root address alone.
+ *
+ * Early boot ({@link KhoIncoming.boot}): validate the root FDT and the preserved-memory map from
+ * the root's physical address, reading only pages the map (and the machine's preserved marks)
+ * vouch for; then rebuild the page allocator so exactly the preserved ranges are in use.
+ * Afterwards subsystems look up their blobs by name ({@link KhoIncoming.getSubtree}, `ENOENT` if
+ * absent) and claim preserved folios with {@link KhoIncoming.restore} / `restoreFree`.
+ * Restoring an address that was not handed over, or twice, fails with `EINVAL`. Anything corrupt
+ * at boot is a {@link KernelPanicError} naming the address.
+ *
+ * @module
+ */
+import { FdtError, KernelPanicError, LiveUpdateError } from "../errors.js";
+import { decodeFdt, findFdtNode, getProp, readFdtString, readFdtU64, peekFdtHeader } from "../fdt/index.js";
+import { MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, type Machine } from "../machine/index.js";
+import {
+  KHO_COMPATIBLE,
+  KHO_MAX_MAP_PAGES,
+  KHO_MAX_ROOT_SIZE,
+  MAP_ENTRIES_PER_PAGE,
+  MAP_ENTRY_SIZE,
+  MAP_HEADER_SIZE,
+} from "./format.js";
+
+const hex = (p: bigint): string => `0x${p.toString(16)}`;
+
+/** One preserved range handed over by the previous kernel. */
+interface IncomingRange {
+  readonly order: number;
+  restored: boolean;
+}
+
+/** The incoming handover of one boot. */
+export class KhoIncoming {
+  private readonly ranges = new Map<number, IncomingRange>();
+  private readonly subtrees = new Map<string, bigint>();
+  private unrestored = 0;
+
+  private constructor(
+    readonly machine: Machine,
+    /** Physical address of the root FDT the kernel booted from. */
+    readonly root: bigint,
+  ) {}
+
+  /**
+   * Validates the handover whose root is `machine.khoRoot` and rebuilds the allocator. Returns
+   * `undefined` on a cold boot (root 0). Throws {@link KernelPanicError} on corrupt state.
+   */
+  static boot(machine: Machine): KhoIncoming | undefined {
+    const root = machine.khoRoot;
+    if (root === 0n) return undefined;
+    const kho = new KhoIncoming(machine, root);
+    kho.parse();
+    return kho;
+  }
+
+  private pfn(phys: bigint): number {
+    return Number(phys >> BigInt(PAGE_SHIFT));
+  }
+
+  /** Reads bytes of the old kernel's memory during early boot; every page must be preserved. */
+  private bootRead(phys: bigint, length: number, what: string): Uint8Array {
+    const m = this.machine;
+    const ramEnd = m.base + BigInt(m.memoryBytes);
+    if (phys < m.base || phys + BigInt(length) > ramEnd) {
+      throw new KernelPanicError(`${what} at ${hex(phys)} (+${length}) lies outside RAM`, phys);
+    }
+    for (let p = phys & ~BigInt(PAGE_SIZE - 1); p < phys + BigInt(length); p += BigInt(PAGE_SIZE)) {
+      if (!m.isPreserved(p)) throw new KernelPanicError(`${what} at ${hex(phys)} is not in preserved memory`, phys);
+    }
+    return m.peek(phys, length);
+  }
+
+  private parse(): void {
+    const root = this.root;
+    if (root % BigInt(PAGE_SIZE) !== 0n) throw new KernelPanicError(`KHO root ${hex(root)} is not page aligned`, root);
+    const head = this.bootRead(root, 40, "KHO root FDT header");
+    let total: number;
+    try {
+      total = peekFdtHeader(head).totalSize;
+    } catch (e) {
+      throw new KernelPanicError(`KHO root at ${hex(root)}: ${(e as Error).message}`, root, { cause: e });
+    }
+    if (total > KHO_MAX_ROOT_SIZE) throw new KernelPanicError(`KHO root at ${hex(root)} claims ${total} bytes`, root);
+    let mapHead: bigint;
+    try {
+      const tree = decodeFdt(this.bootRead(root, total, "KHO root FDT"));
+      const compatible = readFdtString(getProp(tree.root, "compatible"));
+      if (compatible !== KHO_COMPATIBLE) {
+        throw new FdtError(`compatible is ${JSON.stringify(compatible)}, expected "${KHO_COMPATIBLE}"`);
+      }
+      mapHead = readFdtU64(getProp(tree.root, "preserved-memory-map"));
+      for (const child of tree.root.children) {
+        this.subtrees.set(child.name, readFdtU64(getProp(child, "fdt")));
+      }
+      void findFdtNode;
+    } catch (e) {
+      if (e instanceof KernelPanicError) throw e;
+      throw new KernelPanicError(`KHO root at ${hex(root)}: ${(e as Error).message}`, root, { cause: e });
+    }
+    const keep = this.readMap(mapHead);
+    const rootOrder = keep.get(this.pfn(root));
+    if (rootOrder === undefined || PAGE_SIZE << rootOrder < total) {
+      throw new KernelPanicError(`KHO root at ${hex(root)} is not covered by the preserved-memory map`, root);
+    }
+    this.machine.resetAllocator([...keep].map(([pfn, order]) => ({ phys: BigInt(pfn) << BigInt(PAGE_SHIFT), order })));
+    for (const [pfn, order] of keep) {
+      this.ranges.set(pfn, { order, restored: false });
+      this.unrestored += 1 << order;
+    }
+    // The map pages and the root were consumed above: give them back to the allocator.
+    for (const p of this.mapPages) this.restoreFree(p);
+    this.restoreFree(root);
+  }
+
+  private mapPages: bigint[] = [];
+
+  private readMap(head: bigint): Map<number, number> {
+    const keep = new Map<number, number>();
+    const seen = new Set<bigint>();
+    const ramStart = this.pfn(this.machine.base);
+    const ramEnd = ramStart + this.machine.memoryBytes / PAGE_SIZE;
+    for (let page = head, index = 0; page !== 0n; index++) {
+      if (index >= KHO_MAX_MAP_PAGES) {
+        throw new KernelPanicError(`preserved-memory map has more than ${KHO_MAX_MAP_PAGES} pages`, page);
+      }
+      if (seen.has(page)) throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} forms a cycle`, page);
+      seen.add(page);
+      if (page % BigInt(PAGE_SIZE) !== 0n) {
+        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} is not page aligned`, page);
+      }
+      const bytes = this.bootRead(page, PAGE_SIZE, `preserved-memory map page ${index}`);
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, PAGE_SIZE);
+      const next = dv.getBigUint64(0, true);
+      const count = dv.getBigUint64(8, true);
+      if (count === 0n || count > BigInt(MAP_ENTRIES_PER_PAGE)) {
+        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} has bad count ${count}`, page);
+      }
+      for (let j = 0; j < Number(count); j++) {
+        const off = MAP_HEADER_SIZE + j * MAP_ENTRY_SIZE;
+        const phys = dv.getBigUint64(off, true);
+        const order = dv.getUint32(off + 8, true);
+        const where = `preserved-memory map page ${index} (${hex(page)}) entry ${j}`;
+        if (order > MAX_ORDER || dv.getUint32(off + 12, true) !== 0) {
+          throw new KernelPanicError(`${where}: bad order ${order} or reserved field`, page);
+        }
+        const pfn = Number(phys >> BigInt(PAGE_SHIFT));
+        if (phys % BigInt(PAGE_SIZE << order) !== 0n || pfn < ramStart || pfn + (1 << order) > ramEnd) {
+          throw new KernelPanicError(`${where}: range ${hex(phys)} order ${order} is misaligned or outside RAM`, page);
+        }
+        for (let p = 0; p < 1 << order; p++) {
+          if (!this.machine.isPreserved(BigInt(pfn + p) << BigInt(PAGE_SHIFT))) {
+            throw new KernelPanicError(`${where}: range ${hex(phys)} is not preserved memory`, page);
+          }
+        }
+        if (keep.has(pfn)) throw new KernelPanicError(`${where}: range ${hex(phys)} listed twice`, page);
+        keep.set(pfn, order);
+      }
+      this.mapPages.push(page);
+      if (keep.get(this.pfn(page)) !== 0) {
+        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} does not list itself`, page);
+      }
+      page = next;
+    }
+    // Overlap check on the sorted ranges.
+    let end = -1;
+    for (const [pfn, order] of [...keep].sort((a, b) => a[0] - b[0])) {
+      if (pfn < end) throw new KernelPanicError(`preserved ranges overlap at ${hex(BigInt(pfn) << BigInt(PAGE_SHIFT))}`);
+      end = pfn + (1 << order);
+    }
+    return keep;
+  }
+
+  /** Physical address of the blob the previous kernel published as `name`. `ENOENT` when absent. */
+  getSubtree(name: string): bigint {
+    const phys = this.subtrees.get(name);
+    if (phys === undefined) throw new LiveUpdateError("ENOENT", `the previous kernel handed over no "${name}" subtree`);
+    return phys;
+  }
+
+  /** Names of all handed-over subtrees. */
+  subtreeNames(): string[] {
+    return [...this.subtrees.keys()];
+  }
+
+  /**
+   * True when `[phys, phys + length)` lies inside one handed-over range that is not restored yet
+   * (`restored` false) or inside any handed-over range (`restored` true).
+   */
+  covers(phys: bigint, length: number, allowRestored = false): boolean {
+    if (phys % BigInt(PAGE_SIZE) !== 0n) return false;
+    const r = this.ranges.get(this.pfn(phys));
+    if (!r || (r.restored && !allowRestored)) return false;
+    return length <= PAGE_SIZE << r.order;
+  }
+
+  /** Order of the handed-over range starting at `phys`, if any. */
+  orderOf(phys: bigint): number | undefined {
+    return phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(this.pfn(phys))?.order : undefined;
+  }
+
+  /**
+   * Claims a handed-over folio: it becomes ordinary memory of this kernel. Returns its order and a
+   * view. `EINVAL` if `phys` was not handed over (or was restored already), or the order differs.
+   */
+  restore(phys: bigint, order?: number): { order: number; view: Uint8Array } {
+    const r = phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(this.pfn(phys)) : undefined;
+    if (!r || r.restored) {
+      throw new LiveUpdateError("EINVAL", `${hex(phys)} is not preserved memory handed over by the previous kernel`);
+    }
+    if (order !== undefined && order !== r.order) {
+      throw new LiveUpdateError("EINVAL", `${hex(phys)} was handed over as order ${r.order}, not ${order}`);
+    }
+    r.restored = true;
+    this.unrestored -= 1 << r.order;
+    return { order: r.order, view: this.machine.view(phys, PAGE_SIZE << r.order) };
+  }
+
+  /** Restores and immediately frees a handed-over folio. Errors as {@link KhoIncoming.restore}. */
+  restoreFree(phys: bigint): void {
+    const { order } = this.restore(phys);
+    this.ranges.delete(this.pfn(phys));
+    this.machine.freePages(phys, order);
+  }
+
+  /** Pages handed over and not restored yet (leak accounting). */
+  get unrestoredPages(): number {
+    return this.unrestored;
+  }
+}

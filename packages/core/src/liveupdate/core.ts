@@ -1,0 +1,341 @@
+/**
+ * The Live Update Orchestrator of one kernel (`luo_core.c`): session lists, the serialize lock,
+ * /dev/liveupdate state, deserialization at first open, and the reboot freeze path.
+ *
+ * Boot: the outgoing handover pages are set up (LUO FDT page, FLB page); incoming records, if
+ * any, were read and validated by early boot. The first /dev/liveupdate open turns incoming
+ * records into sessions and files (once; a failure is cached and every open fails with `EIO`).
+ *
+ * Reboot ({@link LiveUpdate.prepareReboot}): take the serialize lock for writing (waits for
+ * in-flight session operations, blocks new ones), freeze every outgoing session in creation
+ * order (a failure unfreezes the earlier ones in reverse and the kernel continues), then fill
+ * the session records, the FLB records and the LUO FDT. The returned ticket either commits (the
+ * lock is never released; the kernel is halted and every pending or later call rejects with
+ * `ESHUTDOWN`) or aborts (unfreeze everything, clear the records, release the lock) when
+ * something after serialization fails before the next kernel takes over.
+ *
+ * Lock hierarchy: serialize → session list (incoming before outgoing) → session → file → FLB.
+ *
+ * @module
+ */
+import { LiveUpdateError } from "../errors.js";
+import type { KernelContext, Process } from "../kernel/index.js";
+import { LuoOutgoingAbi, SESSION_SER, type LuoIncomingHandover } from "../abi/index.js";
+import { FlbManager } from "./flb.js";
+import { LiveUpdateEvents } from "./events.js";
+import { PreservedIds } from "./preserved-ids.js";
+import { Registry } from "./registration.js";
+import { Session, SessionList, validateSessionName } from "./session.js";
+import { LevelRwLock, LockLevel } from "./locks.js";
+import { toU64 } from "./file.js";
+import type { LuoServices } from "./services.js";
+
+/** What a successful freeze hands to the kexec path. */
+export interface RebootTicket {
+  /** Sessions, files and FLBs serialized. */
+  readonly stats: { sessions: number; files: number; flbs: number };
+  /** The next kernel took over: keep the serialize lock forever. */
+  commit(): void;
+  /** The handover could not happen: unfreeze, clear the records, release the lock. */
+  abort(error: LiveUpdateError): Promise<void>;
+}
+
+/** Counts for observability and leak checks. */
+export interface LiveUpdateStats {
+  /** Outgoing sessions. */
+  readonly outgoingSessions: number;
+  /** Incoming sessions (deserialized, not yet closed). */
+  readonly incomingSessions: number;
+  /** Identities owned by LUO (preserved or retrieved-not-finished). */
+  readonly ownedFiles: number;
+}
+
+/** The orchestrator of one booted kernel. */
+export class LiveUpdate {
+  /** Typed lifecycle events. */
+  readonly events: LiveUpdateEvents;
+  /** Handler and FLB registry. */
+  readonly registry: Registry;
+  /** FLB lifecycle and access. */
+  readonly flbs: FlbManager;
+  /** Global serialize lock (readers: session operations; writer: reboot). */
+  readonly serializeLock = new LevelRwLock("serialize", LockLevel.Serialize);
+  /** Outgoing sessions. */
+  readonly outgoing: SessionList;
+  /** Incoming sessions. */
+  readonly incoming: SessionList;
+  private readonly svc: LuoServices;
+  private readonly abi: LuoOutgoingAbi;
+  private deviceInUse = false;
+  private deserialized: { error: LiveUpdateError | undefined } | undefined;
+
+  /**
+   * @param ctx - the kernel's VFS context (halt state)
+   * @param services - machine, KHO and container (registries are created here)
+   * @param handover - what the previous kernel handed over, if anything
+   */
+  constructor(
+    private readonly ctx: KernelContext,
+    services: Omit<LuoServices, "registry" | "flbs" | "ids" | "events">,
+    private readonly handover: LuoIncomingHandover | undefined,
+  ) {
+    this.events = new LiveUpdateEvents();
+    this.flbs = new FlbManager(services.kho, services.incoming, handover?.flbs, this.events);
+    this.abi = LuoOutgoingAbi.setup(services.kho);
+    this.outgoing = new SessionList("outgoing", this.abi.sessions);
+    this.incoming = new SessionList("incoming");
+    this.registry = new Registry(
+      {
+        incomingLock: this.incoming.lock,
+        outgoingLock: this.outgoing.lock,
+        sessionCounts: () => ({ incoming: this.incoming.size, outgoing: this.outgoing.size }),
+      },
+      this.flbs,
+    );
+    this.svc = { ...services, registry: this.registry, flbs: this.flbs, ids: new PreservedIds(), events: this.events };
+    ctx.onHalt((e) => {
+      this.serializeLock.halt(e);
+      this.incoming.lock.halt(e);
+      this.outgoing.lock.halt(e);
+    });
+    if (handover) {
+      this.events.emitEvent("boot:handover", {
+        liveupdateNumber: handover.liveupdateNumber,
+        sessions: handover.sessions.length,
+      });
+    }
+  }
+
+  /** Number of live updates this machine went through before this kernel (0 on a cold boot). */
+  get liveupdateNumber(): bigint {
+    return this.handover?.liveupdateNumber ?? 0n;
+  }
+
+  /** Session and ownership counts. */
+  stats(): LiveUpdateStats {
+    return {
+      outgoingSessions: this.outgoing.size,
+      incomingSessions: this.incoming.size,
+      ownedFiles: this.svc.ids.size,
+    };
+  }
+
+  /** Physical address of the outgoing LUO FDT page. */
+  get fdtPhys(): bigint {
+    return this.abi.fdtPhys;
+  }
+
+  // ---- /dev/liveupdate -------------------------------------------------------------------
+
+  /** Exclusive open of /dev/liveupdate: `EBUSY` if open, `EIO` if deserialization failed. */
+  async openDevice(): Promise<void> {
+    this.ctx.assertRunning();
+    if (this.deviceInUse) throw new LiveUpdateError("EBUSY", "/dev/liveupdate is already open");
+    this.deviceInUse = true;
+    try {
+      if (!this.deserialized) this.deserialized = { error: await this.deserialize() };
+      const err = this.deserialized.error;
+      if (err) throw new LiveUpdateError("EIO", `incoming live update state failed to load: ${err.message}`, { cause: err });
+    } catch (e) {
+      this.deviceInUse = false;
+      throw e;
+    }
+  }
+
+  /** Release of /dev/liveupdate: sessions are unaffected. */
+  closeDevice(): void {
+    this.deviceInUse = false;
+  }
+
+  private async deserialize(): Promise<LiveUpdateError | undefined> {
+    const h = this.handover;
+    if (!h) return undefined;
+    let error: LiveUpdateError | undefined;
+    try {
+      await this.incoming.lock.write(() => {
+        for (const rec of h.sessions) {
+          const s = new Session(this.svc, rec.name, "incoming");
+          this.incoming.insert(s);
+          try {
+            s.files.deserialize(rec.files, rec.fileBlocks);
+          } catch (e) {
+            s.files.freeIncomingBlocks();
+            throw e;
+          }
+        }
+      });
+    } catch (e) {
+      error = e instanceof LiveUpdateError ? e : new LiveUpdateError("EIO", String(e), { cause: e });
+    }
+    for (const b of h.sessionBlocks) this.svc.incoming!.restoreFree(b);
+    return error;
+  }
+
+  // ---- sessions ----------------------------------------------------------------------------
+
+  /** CREATE_SESSION. `EINVAL` bad name, `EEXIST` duplicate, `ENOSPC`/`ENOMEM` no room. */
+  async createSession(name: string): Promise<Session> {
+    this.ctx.assertRunning();
+    validateSessionName(name);
+    return this.serializeLock.read(() =>
+      this.outgoing.lock.write(() => {
+        const s = new Session(this.svc, name, "outgoing");
+        this.outgoing.insert(s);
+        this.events.emitEvent("session:created", { session: name });
+        return s;
+      }),
+    );
+  }
+
+  /** RETRIEVE_SESSION. `ENOENT` unknown, `EINVAL` already retrieved (or stuck). */
+  async retrieveSession(name: string): Promise<Session> {
+    this.ctx.assertRunning();
+    if (typeof name !== "string") throw new LiveUpdateError("EINVAL", "session name must be a string");
+    return this.serializeLock.read(() =>
+      this.incoming.lock.read(async () => {
+        const s = this.incoming.get(name);
+        if (!s) throw new LiveUpdateError("ENOENT", `no incoming session named "${name}"`);
+        return s.mutex.lock(() => {
+          if (s.retrieved) throw new LiveUpdateError("EINVAL", `incoming session "${name}" was already retrieved`);
+          s.retrieved = true;
+          this.events.emitEvent("session:retrieved", { session: name });
+          return s;
+        });
+      }),
+    );
+  }
+
+  private requireKind(s: Session, kind: "outgoing" | "incoming", op: string): void {
+    if (s.kind !== kind) {
+      throw new LiveUpdateError("EINVAL", `${op} needs an ${kind} session; "${s.name}" is ${s.kind}`);
+    }
+    if (s.state === "closed") throw new LiveUpdateError("EBADF", `session "${s.name}" is closed`);
+  }
+
+  /** PRESERVE_FD. Errors in SPEC §2.3 order: `EINVAL` (kind/token), `EEXIST`, `EBADF`, `ENOENT`, `EBUSY`. */
+  async preserveFd(s: Session, proc: Process, fd: number, token: bigint | number): Promise<void> {
+    this.ctx.assertRunning();
+    const t = toU64(token, "token");
+    await this.serializeLock.read(async () => {
+      this.requireKind(s, "outgoing", "PRESERVE_FD");
+      await s.mutex.lock(() => s.files.preserve(proc, fd, t));
+    });
+  }
+
+  /** RETRIEVE_FD: the file for `token` (a new reference). `EINVAL` kind, `ENOENT`, sticky errors. */
+  async retrieveFile(s: Session, token: bigint | number) {
+    this.ctx.assertRunning();
+    const t = toU64(token, "token");
+    return this.serializeLock.read(async () => {
+      this.requireKind(s, "incoming", "RETRIEVE_FD");
+      return s.mutex.lock(() => s.files.retrieve(t));
+    });
+  }
+
+  /** FINISH. `EINVAL` kind, `EBUSY` veto (nothing changes). Idempotent. */
+  async finish(s: Session): Promise<void> {
+    this.ctx.assertRunning();
+    await this.serializeLock.read(async () => {
+      this.requireKind(s, "incoming", "FINISH");
+      await s.mutex.lock(async () => {
+        await s.files.finish();
+        s.state = "finished";
+      });
+      this.events.emitEvent("session:finished", { session: s.name });
+    });
+  }
+
+  /** GET_NAME (any session kind). */
+  async getName(s: Session): Promise<string> {
+    this.ctx.assertRunning();
+    return this.serializeLock.read(() => s.name);
+  }
+
+  /**
+   * Session fd release. Outgoing: unpreserve LIFO and remove (cannot fail). Incoming: implicit
+   * FINISH; a veto leaves the session stuck (`EBUSY`).
+   */
+  async releaseSession(s: Session): Promise<void> {
+    this.ctx.assertRunning();
+    await this.serializeLock.read(async () => {
+      if (s.kind === "outgoing") {
+        await s.mutex.lock(() => s.files.unpreserveAll());
+        await this.outgoing.lock.write(() => this.outgoing.remove(s));
+      } else {
+        try {
+          await s.mutex.lock(() => s.files.finish());
+        } catch (e) {
+          s.state = "stuck";
+          const error = e as LiveUpdateError;
+          this.events.emitEvent("session:stuck", { session: s.name, error });
+          throw e;
+        }
+        await this.incoming.lock.write(() => this.incoming.remove(s));
+      }
+      s.state = "closed";
+      this.events.emitEvent("session:closed", { session: s.name, kind: s.kind });
+    });
+  }
+
+  // ---- reboot ------------------------------------------------------------------------------
+
+  private async unfreezeSessions(sessions: readonly Session[]): Promise<void> {
+    for (let i = sessions.length - 1; i >= 0; i--) {
+      const s = sessions[i]!;
+      await s.mutex.lock(() => s.files.unfreeze());
+    }
+  }
+
+  /** Freezes and serializes every outgoing session (see the module comment). */
+  async prepareReboot(): Promise<RebootTicket> {
+    this.ctx.assertRunning();
+    this.events.emitEvent("reboot:started", { sessions: this.outgoing.size });
+    const w = await this.serializeLock.acquireWrite();
+    const frozen: Session[] = [];
+    let files = 0;
+    try {
+      await w.inside(() =>
+        this.outgoing.lock.write(async () => {
+          try {
+            for (const s of this.outgoing.values()) {
+              await s.mutex.lock(() => s.files.freeze());
+              frozen.push(s);
+              files += s.files.count;
+            }
+          } catch (e) {
+            await this.unfreezeSessions(frozen);
+            frozen.length = 0;
+            throw e;
+          }
+        }),
+      );
+      this.abi.sessions.fill(frozen.length, (dv, bytes, off, i) => {
+        const s = frozen[i]!;
+        bytes.set(s.nameBytes, off + SESSION_SER.name);
+        dv.setBigUint64(off + SESSION_SER.files, s.files.head, true);
+        dv.setBigUint64(off + SESSION_SER.nfiles, BigInt(s.files.count), true);
+      });
+      const flbs = this.flbs.serialize();
+      this.abi.writeFlbs(flbs);
+      this.abi.writeFdt(this.liveupdateNumber + 1n);
+      const stats = { sessions: frozen.length, files, flbs: flbs.length };
+      return {
+        stats,
+        commit: () => this.events.emitEvent("reboot:done", stats),
+        abort: async (error) => {
+          await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
+          this.abi.clear();
+          w.release();
+          this.events.emitEvent("reboot:failed", { error });
+        },
+      };
+    } catch (e) {
+      if (frozen.length > 0) await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
+      this.abi.clear();
+      w.release();
+      const error = e instanceof LiveUpdateError ? e : new LiveUpdateError("EIO", String(e), { cause: e });
+      this.events.emitEvent("reboot:failed", { error });
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Typed lifecycle events of the orchestrator (eventemitter3).
+ *
+ * Every event carries `time` (milliseconds since the epoch, sub-millisecond precision) and the
+ * kernel's live-update number. Listeners must be synchronous (an emitter cannot await them); a
+ * throwing listener is isolated and reported as a `warning` so it cannot break the orchestrator.
+ * Payload objects are built only when someone listens, so the hot paths stay cheap.
+ *
+ * @module
+ */
+import { EventEmitter } from "eventemitter3";
+import type { LiveUpdateError } from "../errors.js";
+
+/** Fields common to every event. */
+export interface EventBase {
+  /** Wall-clock time in milliseconds (performance.timeOrigin + performance.now()). */
+  readonly time: number;
+}
+
+/** Payloads by event name. */
+export interface LiveUpdateEventPayloads {
+  "session:created": { session: string };
+  "session:retrieved": { session: string };
+  "session:closed": { session: string; kind: "outgoing" | "incoming" };
+  "session:finished": { session: string };
+  "session:stuck": { session: string; error: LiveUpdateError };
+  "file:preserved": { session: string; token: bigint; compatible: string };
+  "file:unpreserved": { session: string; token: bigint; compatible: string };
+  "file:frozen": { session: string; token: bigint; compatible: string };
+  "file:unfrozen": { session: string; token: bigint; compatible: string };
+  "file:retrieved": { session: string; token: bigint; compatible: string };
+  "file:retrieve-failed": { session: string; token: bigint; compatible: string; error: LiveUpdateError };
+  "file:finished": { session: string; token: bigint; compatible: string };
+  "flb:preserved": { compatible: string; data: bigint };
+  "flb:unpreserved": { compatible: string };
+  "flb:retrieved": { compatible: string; data: bigint };
+  "flb:finished": { compatible: string };
+  "reboot:started": { sessions: number };
+  "reboot:failed": { error: LiveUpdateError };
+  "reboot:done": { sessions: number; files: number; flbs: number };
+  "boot:handover": { liveupdateNumber: bigint; sessions: number };
+  warning: { error: LiveUpdateError };
+}
+
+/** Names of the events. */
+export type LiveUpdateEventName = keyof LiveUpdateEventPayloads;
+
+/** Listener signatures, for `EventEmitter<Events>`. */
+export type LiveUpdateEventMap = {
+  [K in LiveUpdateEventName]: (event: LiveUpdateEventPayloads[K] & EventBase) => void;
+};
+
+/** The emitter exposed as `kernel.liveupdate.events`. */
+export class LiveUpdateEvents extends EventEmitter<LiveUpdateEventMap> {
+  /** Emits `name` with a timestamp, only if someone listens; listener failures become warnings. */
+  emitEvent<K extends LiveUpdateEventName>(name: K, payload: LiveUpdateEventPayloads[K]): void {
+    if (this.listenerCount(name) === 0) return;
+    const event = { ...payload, time: performance.timeOrigin + performance.now() };
+    for (const fn of this.listeners(name)) {
+      try {
+        (fn as (e: typeof event) => void)(event);
+      } catch (e) {
+        if (name !== "warning") this.warn(e as LiveUpdateError);
+      }
+    }
+  }
+
+  /** Reports a failure that cannot be returned to a caller (teardown paths). */
+  warn(error: LiveUpdateError): void {
+    this.emitEvent("warning", { error });
+  }
+}

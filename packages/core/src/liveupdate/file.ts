@@ -1,0 +1,402 @@
+/**
+ * Preserved files of one session (`luo_file.c`).
+ *
+ * Old kernel. PRESERVE (caller holds the session mutex): token already used in this session
+ * `EEXIST` → grow the file block chain (`ENOSPC`/`ENOMEM`) → take a reference on the fd's file
+ * (`EBADF`) → first handler whose `canPreserve` accepts (`ENOENT`) → identity not owned anywhere
+ * (`EBUSY`) → FLB preserve (first user) → handler `preserve`. Any failure unwinds exactly in
+ * reverse. Close of the session unpreserves LIFO. Reboot freezes FIFO; a failure unfreezes the
+ * files already frozen, FIFO, and clears the blocks.
+ *
+ * New kernel. Files are rebuilt from the handover records at the first /dev/liveupdate open
+ * (a missing handler is `ENOENT`, which fails the open). RETRIEVE_FD works in any order, is
+ * idempotent after success (same file object) and remembers a failure forever. FINISH asks every
+ * `canFinish` FIFO (any veto → `EBUSY`, nothing changes), then finishes every file LIFO,
+ * retrieved or not, drops FLB references and LUO's file references, and frees the file blocks.
+ *
+ * @module
+ */
+import { LiveUpdateError, toLiveUpdateError } from "../errors.js";
+import { KernelFile, type Process } from "../kernel/index.js";
+import { BlockChain, FILE_BLOCKS, FILE_SER, type IncomingFileRecord } from "../abi/index.js";
+import type { FinishArgs, HandlerContext, RetrieveStatus, SessionDependencies } from "./handler.js";
+import { fileLockLevel, LevelMutex } from "./locks.js";
+import type { RegisteredHandler } from "./registration.js";
+import type { LuoServices } from "./services.js";
+
+/** One file owned by LUO in a session. */
+export class LuoFile {
+  /** The kernel file (old kernel: the preserved file; new kernel: set once retrieved). */
+  file: KernelFile | undefined;
+  /** Serialized data from `preserve`/`freeze` (old) or from the handover (new). */
+  data: bigint;
+  /** Runtime-only data from `preserve`. */
+  privateData: unknown;
+  /** New kernel: 0, 1 or the sticky error. */
+  retrieveStatus: RetrieveStatus = 0;
+  /** Identity in the double-preservation registry, while registered. */
+  id: unknown;
+  /** Protects retrieve status, file and data. */
+  readonly mutex: LevelMutex;
+
+  constructor(
+    readonly entry: RegisteredHandler,
+    readonly token: bigint,
+    readonly index: number,
+    session: string,
+    data: bigint,
+  ) {
+    this.data = data;
+    this.mutex = new LevelMutex(`file ${token} of session "${session}"`, fileLockLevel(index));
+  }
+
+  /** The handler's compatible string. */
+  get compatible(): string {
+    return this.entry.handler.compatible;
+  }
+}
+
+/** Converts a public token argument to a u64 bigint (`EINVAL` if negative, unsafe or too big). */
+export function toU64(value: bigint | number, what: string): bigint {
+  if (typeof value === "number") {
+    if (!Number.isSafeInteger(value) || value < 0) throw new LiveUpdateError("EINVAL", `${what} ${value} is not a u64`);
+    return BigInt(value);
+  }
+  if (typeof value !== "bigint" || value < 0n || value >= 1n << 64n) {
+    throw new LiveUpdateError("EINVAL", `${what} ${String(value)} is not a u64`);
+  }
+  return value;
+}
+
+/** The files of one session, in preservation order. */
+export class FileSet {
+  private readonly files: LuoFile[] = [];
+  private readonly byToken = new Map<bigint, LuoFile>();
+  /** Outgoing: the block chain of file records. */
+  readonly chain: BlockChain | undefined;
+  /** Incoming: the handed-over file blocks, freed at finish. */
+  private incomingBlocks: bigint[] = [];
+
+  /**
+   * @param svc - the kernel's orchestrator services
+   * @param session - session name (messages)
+   * @param outgoing - true for an outgoing session (owns a block chain)
+   */
+  constructor(
+    private readonly svc: LuoServices,
+    readonly session: string,
+    outgoing: boolean,
+  ) {
+    this.chain = outgoing ? new BlockChain(svc.kho, FILE_BLOCKS) : undefined;
+  }
+
+  /** Number of files. */
+  get count(): number {
+    return this.files.length;
+  }
+
+  /** Files in preservation order (read-only view). */
+  list(): readonly LuoFile[] {
+    return this.files;
+  }
+
+  /** The file with `token`, if any. */
+  get(token: bigint): LuoFile | undefined {
+    return this.byToken.get(token);
+  }
+
+  private what(token: bigint): string {
+    return `session "${this.session}" token ${token}`;
+  }
+
+  private deps(limit: number): SessionDependencies {
+    return {
+      sessionName: this.session,
+      tokenOf: (file) => {
+        for (let i = 0; i < limit && i < this.files.length; i++) {
+          const lf = this.files[i]!;
+          if (lf.file === file) return lf.token;
+        }
+        throw new LiveUpdateError("ENOENT", `the file is not preserved before this one in session "${this.session}"`);
+      },
+      incomingFile: async (token) => {
+        const t = toU64(token, "token");
+        const lf = this.byToken.get(t);
+        if (!lf || lf.index >= limit) {
+          throw new LiveUpdateError("ENOENT", `no earlier incoming file with token ${t} in session "${this.session}"`);
+        }
+        return this.retrieveLocked(lf);
+      },
+    };
+  }
+
+  private ctx(lf: { entry: RegisteredHandler; token: bigint }, limit: number): HandlerContext {
+    const s = this.svc;
+    return {
+      handler: lf.entry.handler,
+      machine: s.machine,
+      kho: s.kho,
+      incoming: s.incoming,
+      session: this.deps(limit),
+      flb: s.flbs,
+      container: s.container,
+      token: lf.token,
+    };
+  }
+
+  private preservedArgs(lf: LuoFile) {
+    return { ...this.ctx(lf, lf.index), file: lf.file!, data: lf.data, privateData: lf.privateData };
+  }
+
+  /** PRESERVE_FD (session mutex held). See the module comment for the order of checks. */
+  async preserve(proc: Process, fd: number, token: bigint): Promise<LuoFile> {
+    const { svc } = this;
+    const chain = this.chain!;
+    if (this.byToken.has(token)) throw new LiveUpdateError("EEXIST", `${this.what(token)} is already in use`);
+    chain.grow(this.files.length + 1);
+    let file: KernelFile | undefined;
+    let id: unknown;
+    let entry: RegisteredHandler | undefined;
+    let flbsDone = false;
+    try {
+      file = proc.file(fd).get();
+      try {
+        entry = svc.registry.select(file);
+      } catch (e) {
+        throw toLiveUpdateError(e, `canPreserve for ${file.description}`);
+      }
+      if (!entry) throw new LiveUpdateError("ENOENT", `no handler can preserve ${file.description} (${this.what(token)})`);
+      const h = entry.handler;
+      try {
+        id = h.getId ? h.getId(file) : file;
+      } catch (e) {
+        throw toLiveUpdateError(e, `handler "${h.compatible}" getId`);
+      }
+      svc.ids.insert(id, this.what(token));
+      try {
+        await svc.flbs.preserveFor(entry.flbs);
+        flbsDone = true;
+        const lf = new LuoFile(entry, token, this.files.length, this.session, 0n);
+        let result;
+        try {
+          result = await h.preserve({ ...this.ctx(lf, this.files.length), file });
+        } catch (e) {
+          throw toLiveUpdateError(e, `handler "${h.compatible}" preserve of ${this.what(token)}`);
+        }
+        lf.file = file;
+        lf.data = result.data;
+        lf.privateData = result.privateData;
+        lf.id = id;
+        this.files.push(lf);
+        this.byToken.set(token, lf);
+        svc.events.emitEvent("file:preserved", { session: this.session, token, compatible: h.compatible });
+        return lf;
+      } catch (e) {
+        if (flbsDone) await svc.flbs.unpreserveFor(entry.flbs);
+        svc.ids.remove(id);
+        throw e;
+      }
+    } catch (e) {
+      file?.put();
+      chain.shrink(this.files.length);
+      throw e;
+    }
+  }
+
+  /** Outgoing close: unpreserve every file LIFO. Cannot fail; handler errors become warnings. */
+  async unpreserveAll(): Promise<void> {
+    const { svc } = this;
+    while (this.files.length > 0) {
+      const lf = this.files[this.files.length - 1]!;
+      try {
+        await lf.entry.handler.unpreserve(this.preservedArgs(lf));
+      } catch (e) {
+        svc.events.warn(toLiveUpdateError(e, `handler "${lf.compatible}" unpreserve of ${this.what(lf.token)}`));
+      }
+      await svc.flbs.unpreserveFor(lf.entry.flbs);
+      svc.ids.remove(lf.id);
+      this.files.pop();
+      this.byToken.delete(lf.token);
+      this.chain!.shrink(this.files.length);
+      lf.file!.put();
+      lf.file = undefined;
+      svc.events.emitEvent("file:unpreserved", { session: this.session, token: lf.token, compatible: lf.compatible });
+    }
+    this.chain!.destroy();
+  }
+
+  /** Reboot: freeze FIFO and write the file records. On failure unfreeze what was frozen. */
+  async freeze(): Promise<void> {
+    const { svc } = this;
+    let i = 0;
+    try {
+      for (; i < this.files.length; i++) {
+        const lf = this.files[i]!;
+        await lf.mutex.lock(async () => {
+          const freeze = lf.entry.handler.freeze;
+          if (!freeze) return;
+          let data: bigint | void;
+          try {
+            data = await freeze.call(lf.entry.handler, this.preservedArgs(lf));
+          } catch (e) {
+            throw toLiveUpdateError(e, `handler "${lf.compatible}" freeze of ${this.what(lf.token)}`);
+          }
+          if (typeof data === "bigint") lf.data = data;
+        });
+        svc.events.emitEvent("file:frozen", { session: this.session, token: lf.token, compatible: lf.compatible });
+      }
+    } catch (e) {
+      await this.unfreezeRange(i);
+      throw e;
+    }
+    const files = this.files;
+    this.chain!.fill(files.length, (dv, bytes, off, index) => {
+      const lf = files[index]!;
+      bytes.set(lf.entry.handler.compatibleBytes, off + FILE_SER.compatible);
+      dv.setBigUint64(off + FILE_SER.data, lf.data, true);
+      dv.setBigUint64(off + FILE_SER.token, lf.token, true);
+    });
+  }
+
+  /** Reboot rollback: unfreeze every file FIFO and clear the records. */
+  async unfreeze(): Promise<void> {
+    await this.unfreezeRange(this.files.length);
+  }
+
+  private async unfreezeRange(end: number): Promise<void> {
+    for (let i = 0; i < end; i++) {
+      const lf = this.files[i]!;
+      await lf.mutex.lock(async () => {
+        try {
+          await lf.entry.handler.unfreeze?.(this.preservedArgs(lf));
+        } catch (e) {
+          this.svc.events.warn(toLiveUpdateError(e, `handler "${lf.compatible}" unfreeze of ${this.what(lf.token)}`));
+        }
+      });
+      this.svc.events.emitEvent("file:unfrozen", { session: this.session, token: lf.token, compatible: lf.compatible });
+    }
+    this.chain!.clear();
+  }
+
+  /** Physical address of the first file block (0 without files). */
+  get head(): bigint {
+    return this.chain ? this.chain.head : 0n;
+  }
+
+  /**
+   * New kernel: rebuilds the files from handover records. `ENOENT` when no registered handler
+   * has a record's compatible; on failure nothing is kept.
+   */
+  deserialize(records: readonly IncomingFileRecord[], blocks: bigint[]): void {
+    for (const r of records) {
+      const entry = this.svc.registry.find(r.compatible);
+      if (!entry) {
+        this.files.length = 0;
+        this.byToken.clear();
+        throw new LiveUpdateError("ENOENT", `no registered handler for compatible "${r.compatible}" (${this.what(r.token)})`);
+      }
+      if (this.byToken.has(r.token)) {
+        this.files.length = 0;
+        this.byToken.clear();
+        throw new LiveUpdateError("EEXIST", `${this.what(r.token)} appears twice in the handover`);
+      }
+      const lf = new LuoFile(entry, r.token, this.files.length, this.session, r.data);
+      this.files.push(lf);
+      this.byToken.set(r.token, lf);
+    }
+    this.incomingBlocks = blocks;
+  }
+
+  private async retrieveLocked(lf: LuoFile): Promise<KernelFile> {
+    return lf.mutex.lock(async () => {
+      if (lf.retrieveStatus instanceof LiveUpdateError) throw lf.retrieveStatus;
+      if (lf.retrieveStatus === 1) return lf.file!;
+      const h = lf.entry.handler;
+      let file: KernelFile;
+      try {
+        file = await h.retrieve({ ...this.ctx(lf, lf.index), data: lf.data });
+        if (!(file instanceof KernelFile)) {
+          throw new LiveUpdateError("EIO", `handler "${h.compatible}" retrieve returned no file object`);
+        }
+      } catch (e) {
+        const err = toLiveUpdateError(e, `handler "${h.compatible}" retrieve of ${this.what(lf.token)}`);
+        lf.retrieveStatus = err;
+        this.svc.events.emitEvent("file:retrieve-failed", {
+          session: this.session,
+          token: lf.token,
+          compatible: h.compatible,
+          error: err,
+        });
+        throw err;
+      }
+      lf.file = file;
+      lf.retrieveStatus = 1;
+      try {
+        lf.id = h.getId ? h.getId(file) : file;
+        this.svc.ids.insert(lf.id, this.what(lf.token));
+      } catch (e) {
+        lf.id = undefined;
+        this.svc.events.warn(toLiveUpdateError(e, `registering identity of ${this.what(lf.token)}`));
+      }
+      this.svc.events.emitEvent("file:retrieved", { session: this.session, token: lf.token, compatible: h.compatible });
+      return file;
+    });
+  }
+
+  /** RETRIEVE_FD (session mutex held): the file for `token`, with a new reference for the caller. */
+  async retrieve(token: bigint): Promise<KernelFile> {
+    const lf = this.byToken.get(token);
+    if (!lf) throw new LiveUpdateError("ENOENT", `no file with token ${token} in session "${this.session}"`);
+    return (await this.retrieveLocked(lf)).get();
+  }
+
+  private finishArgs(lf: LuoFile): FinishArgs<KernelFile> {
+    return { ...this.ctx(lf, lf.index), file: lf.file, data: lf.data, retrieveStatus: lf.retrieveStatus };
+  }
+
+  /** FINISH (session mutex held): all-or-nothing `canFinish`, then `finish` LIFO. `EBUSY` on veto. */
+  async finish(): Promise<void> {
+    const { svc } = this;
+    if (this.files.length === 0) return;
+    for (const lf of this.files) {
+      await lf.mutex.lock(async () => {
+        const can = lf.entry.handler.canFinish;
+        if (!can) return;
+        let ok: boolean;
+        try {
+          ok = await can.call(lf.entry.handler, this.finishArgs(lf));
+        } catch (e) {
+          throw toLiveUpdateError(e, `handler "${lf.compatible}" canFinish of ${this.what(lf.token)}`);
+        }
+        if (!ok) throw new LiveUpdateError("EBUSY", `handler "${lf.compatible}" vetoed finishing ${this.what(lf.token)}`);
+      });
+    }
+    while (this.files.length > 0) {
+      const lf = this.files[this.files.length - 1]!;
+      await lf.mutex.lock(async () => {
+        try {
+          await lf.entry.handler.finish(this.finishArgs(lf));
+        } catch (e) {
+          svc.events.warn(toLiveUpdateError(e, `handler "${lf.compatible}" finish of ${this.what(lf.token)}`));
+        }
+        await svc.flbs.finishFor(lf.entry.flbs);
+      });
+      if (lf.retrieveStatus === 1) {
+        if (lf.id !== undefined) svc.ids.remove(lf.id);
+        lf.file!.put();
+        lf.file = undefined;
+      }
+      this.files.pop();
+      this.byToken.delete(lf.token);
+      svc.events.emitEvent("file:finished", { session: this.session, token: lf.token, compatible: lf.compatible });
+    }
+    this.freeIncomingBlocks();
+  }
+
+  /** Frees the handed-over file blocks (finish, or an incoming session that failed to deserialize). */
+  freeIncomingBlocks(): void {
+    const incoming = this.svc.incoming;
+    if (incoming) for (const b of this.incomingBlocks) incoming.restoreFree(b);
+    this.incomingBlocks = [];
+  }
+}

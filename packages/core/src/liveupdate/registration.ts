@@ -1,0 +1,151 @@
+/**
+ * Registration of file handlers and FLBs, with the seed's quiesce/resume semantics (SPEC §2.4).
+ *
+ * Every (un)registration first quiesces: it takes the incoming then the outgoing session-list
+ * locks for writing; if either list holds a session the call fails with `EBUSY`; otherwise it
+ * makes the change and resumes (releases outgoing, then incoming). So the handler list never
+ * changes under a live session, and handlers must be registered before the first
+ * /dev/liveupdate open of a boot that has incoming sessions. Errors: missing callbacks or a bad
+ * compatible `EINVAL`, duplicate compatible `EEXIST`, unregistering a handler with FLBs `EBUSY`,
+ * FLB on an unknown handler `EINVAL`, the same FLB twice `EEXIST`, more than 63 FLBs `ENOSPC`,
+ * unregistering an unlinked FLB `ENOENT`.
+ *
+ * @module
+ */
+import { LiveUpdateError } from "../errors.js";
+import type { KernelFile } from "../kernel/index.js";
+import { FLB_AREA } from "../abi/index.js";
+import { checkHandlerShape, type FileHandler } from "./handler.js";
+import { checkFlbShape, type Flb, type FlbManager, type FlbState } from "./flb.js";
+import type { LevelRwLock } from "./locks.js";
+
+/** A registered handler and its FLB links (registration order). */
+export interface RegisteredHandler {
+  /** The handler. */
+  readonly handler: FileHandler;
+  /** Linked FLBs in link order. */
+  readonly flbs: FlbState[];
+}
+
+/** Lists that must be empty for registration to proceed. */
+export interface QuiesceTarget {
+  /** Incoming session-list lock. */
+  readonly incomingLock: LevelRwLock;
+  /** Outgoing session-list lock. */
+  readonly outgoingLock: LevelRwLock;
+  /** Number of incoming and outgoing sessions. */
+  sessionCounts(): { incoming: number; outgoing: number };
+}
+
+/** Handler and FLB registry of one kernel. */
+export class Registry {
+  private readonly handlers: RegisteredHandler[] = [];
+  private readonly byCompatible = new Map<string, RegisteredHandler>();
+
+  /**
+   * @param sessions - the session lists to quiesce
+   * @param flbs - the FLB manager
+   */
+  constructor(
+    private readonly sessions: QuiesceTarget,
+    private readonly flbs: FlbManager,
+  ) {}
+
+  private async quiesce<T>(what: string, fn: () => T): Promise<T> {
+    return this.sessions.incomingLock.write(() =>
+      this.sessions.outgoingLock.write(() => {
+        const { incoming, outgoing } = this.sessions.sessionCounts();
+        if (incoming + outgoing > 0) {
+          throw new LiveUpdateError(
+            "EBUSY",
+            `cannot ${what}: ${outgoing} outgoing and ${incoming} incoming sessions exist`,
+          );
+        }
+        return fn();
+      }),
+    );
+  }
+
+  /** Registered handlers in registration order. */
+  list(): readonly RegisteredHandler[] {
+    return this.handlers;
+  }
+
+  /** The handler with `compatible`, if registered. */
+  find(compatible: string): RegisteredHandler | undefined {
+    return this.byCompatible.get(compatible);
+  }
+
+  /** First handler whose `canPreserve` accepts `file` (registration order). */
+  select(file: KernelFile): RegisteredHandler | undefined {
+    for (const h of this.handlers) {
+      if (h.handler.canPreserve(file)) return h;
+    }
+    return undefined;
+  }
+
+  /** Registers a handler. `EINVAL`, `EEXIST`, `EBUSY` (see module comment). */
+  async registerHandler(handler: FileHandler): Promise<void> {
+    const h = handler;
+    checkHandlerShape(h);
+    await this.quiesce(`register handler "${h.compatible}"`, () => {
+      if (this.byCompatible.has(h.compatible)) {
+        throw new LiveUpdateError("EEXIST", `a handler with compatible "${h.compatible}" is already registered`);
+      }
+      const entry: RegisteredHandler = { handler: h, flbs: [] };
+      this.handlers.push(entry);
+      this.byCompatible.set(h.compatible, entry);
+    });
+  }
+
+  /** Unregisters a handler. `ENOENT` if unknown, `EBUSY` if FLBs are linked or sessions exist. */
+  async unregisterHandler(handler: FileHandler): Promise<void> {
+    const h = handler;
+    await this.quiesce(`unregister handler "${h.compatible}"`, () => {
+      const entry = this.byCompatible.get(h.compatible);
+      if (!entry || entry.handler !== h) {
+        throw new LiveUpdateError("ENOENT", `handler "${h.compatible}" is not registered`);
+      }
+      if (entry.flbs.length > 0) {
+        throw new LiveUpdateError("EBUSY", `handler "${h.compatible}" still has ${entry.flbs.length} FLBs linked`);
+      }
+      this.handlers.splice(this.handlers.indexOf(entry), 1);
+      this.byCompatible.delete(h.compatible);
+    });
+  }
+
+  private entryOf(handler: FileHandler): RegisteredHandler | undefined {
+    const entry = this.byCompatible.get(handler.compatible);
+    return entry && entry.handler === handler ? entry : undefined;
+  }
+
+  /** Links an FLB to a registered handler. `EINVAL`, `EEXIST`, `ENOSPC`, `EBUSY`. */
+  async registerFlb(handler: FileHandler, flb: Flb): Promise<void> {
+    checkFlbShape(flb);
+    const f = flb;
+    await this.quiesce(`register FLB "${f.compatible}"`, () => {
+      const entry = this.entryOf(handler);
+      if (!entry) {
+        throw new LiveUpdateError("EINVAL", `cannot link FLB "${f.compatible}": handler "${handler.compatible}" is not registered`);
+      }
+      if (entry.flbs.some((s) => s.flb === f)) {
+        throw new LiveUpdateError("EEXIST", `FLB "${f.compatible}" is already linked to handler "${handler.compatible}"`);
+      }
+      entry.flbs.push(this.flbs.link(f, FLB_AREA.max));
+    });
+  }
+
+  /** Unlinks an FLB from a handler. `ENOENT` if not linked, `EBUSY` while sessions exist. */
+  async unregisterFlb(handler: FileHandler, flb: Flb): Promise<void> {
+    const f = flb;
+    await this.quiesce(`unregister FLB "${f.compatible}"`, () => {
+      const entry = this.entryOf(handler);
+      const i = entry ? entry.flbs.findIndex((s) => s.flb === f) : -1;
+      if (!entry || i < 0) {
+        throw new LiveUpdateError("ENOENT", `FLB "${f.compatible}" is not linked to handler "${handler.compatible}"`);
+      }
+      entry.flbs.splice(i, 1);
+      this.flbs.unlink(f);
+    });
+  }
+}

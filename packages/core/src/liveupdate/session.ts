@@ -1,0 +1,110 @@
+/**
+ * Sessions and the two session lists (`luo_session.c`).
+ *
+ * A session is a named group of preserved files. Outgoing sessions are created by userspace in
+ * this kernel and serialized at reboot; incoming sessions come from the previous kernel, are
+ * retrieved once by name, and are finished (explicitly or by closing their fd). Names are 1..63
+ * UTF-8 bytes without NUL (`EINVAL`), unique within each list (`EEXIST`) — an outgoing session
+ * may reuse an incoming name. Lookup is a `Map`, O(1), and the map's insertion order is the
+ * creation (or handover) order that serialization follows. Each list has a reader-writer lock for
+ * membership and, for the outgoing list, the session block chain that grows with it.
+ *
+ * @module
+ */
+import { LiveUpdateError } from "../errors.js";
+import { encodeFixedString, SESSION_NAME_SIZE, type BlockChain } from "../abi/index.js";
+import { FileSet } from "./file.js";
+import { LevelMutex, LevelRwLock, LockLevel } from "./locks.js";
+import type { LuoServices } from "./services.js";
+
+/** Incoming session states (outgoing sessions are always `live` until closed). */
+export type SessionState = "live" | "finished" | "stuck" | "closed";
+
+/** One session. */
+export class Session {
+  /** Validated UTF-8 name bytes (as serialized). */
+  readonly nameBytes: Uint8Array;
+  /** Protects `retrieved`, `state` and the file set. */
+  readonly mutex: LevelMutex;
+  /** The session's files. */
+  readonly files: FileSet;
+  /** Incoming only: retrieved by userspace in this boot (never reset). */
+  retrieved = false;
+  /** Lifecycle state. */
+  state: SessionState = "live";
+
+  /**
+   * @param svc - orchestrator services
+   * @param name - validated name
+   * @param kind - which list the session belongs to
+   */
+  constructor(
+    svc: LuoServices,
+    readonly name: string,
+    readonly kind: "outgoing" | "incoming",
+  ) {
+    this.nameBytes = validateSessionName(name);
+    this.mutex = new LevelMutex(`session "${name}"`, LockLevel.Session);
+    this.files = new FileSet(svc, name, kind === "outgoing");
+  }
+}
+
+/** Validates a session name (1..63 UTF-8 bytes, no NUL) and returns its bytes. `EINVAL` otherwise. */
+export function validateSessionName(name: string): Uint8Array {
+  return encodeFixedString(name, SESSION_NAME_SIZE, "session name");
+}
+
+/** One of the two session lists. */
+export class SessionList {
+  private readonly sessions = new Map<string, Session>();
+  /** Membership lock (level 2.1 incoming / 2.2 outgoing). */
+  readonly lock: LevelRwLock;
+
+  /**
+   * @param kind - which list
+   * @param chain - outgoing only: the session block chain grown with the list
+   */
+  constructor(
+    readonly kind: "outgoing" | "incoming",
+    private readonly chain?: BlockChain,
+  ) {
+    this.lock = new LevelRwLock(
+      `${kind} session list`,
+      kind === "incoming" ? LockLevel.IncomingList : LockLevel.OutgoingList,
+    );
+  }
+
+  /** Number of sessions. */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** The session named `name`, if present (O(1)). */
+  get(name: string): Session | undefined {
+    return this.sessions.get(name);
+  }
+
+  /** Sessions in creation (or handover) order. */
+  values(): IterableIterator<Session> {
+    return this.sessions.values();
+  }
+
+  /**
+   * Appends a session (list lock held for writing). `EEXIST` for a duplicate name; outgoing:
+   * grows the block chain first (`ENOSPC`/`ENOMEM`) and shrinks it again on any failure.
+   */
+  insert(session: Session): void {
+    if (this.sessions.has(session.name)) {
+      throw new LiveUpdateError("EEXIST", `a ${this.kind} session named "${session.name}" already exists`);
+    }
+    this.chain?.grow(this.sessions.size + 1);
+    this.sessions.set(session.name, session);
+  }
+
+  /** Removes a session (list lock held for writing); shrinks the outgoing chain. */
+  remove(session: Session): void {
+    if (this.sessions.get(session.name) !== session) return;
+    this.sessions.delete(session.name);
+    this.chain?.shrink(this.sessions.size);
+  }
+}

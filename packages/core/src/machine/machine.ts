@@ -1,0 +1,585 @@
+// The emulated machine: RAM as 4 KiB page frames at physical addresses [base, base + size), a
+// buddy page allocator, preserved-page marks, checked physical memory access, the kexec scrub,
+// allocator rebuild for the next kernel, the KHO root pointer, and machine image save/load.
+
+import { LiveUpdateError } from "../errors.js";
+import {
+  DEFAULT_RAM_BASE,
+  MAX_ORDER,
+  MAX_ORDER_BYTES,
+  PAGE_SIZE,
+  PHYS_ADDR_LIMIT,
+} from "./constants.js";
+import { readMachineImage, writeMachineImage, type ImageBlock } from "./image.js";
+import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
+import { PageContents } from "./page-contents.js";
+import { formatSize, parseSize, type MemorySize } from "./size.js";
+
+/** Options of the {@link Machine} constructor. */
+export interface MachineOptions {
+  /** RAM size: a positive multiple of 2 MiB, e.g. `"512 MiB"` (see {@link parseSize}). */
+  memory: MemorySize;
+  /**
+   * Physical address of the first byte of RAM. Must be non-zero (0 means "none" in the ABI) and
+   * 2 MiB aligned. Default {@link DEFAULT_RAM_BASE} (1 GiB).
+   */
+  base?: bigint;
+}
+
+/** Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`. */
+export interface MachineStats {
+  /** Page frames of RAM. */
+  totalPages: number;
+  /** Pages on the allocator's free lists. */
+  freePages: number;
+  /** Pages in allocated blocks. */
+  allocatedPages: number;
+  /** Allocated pages marked preserved for the handover (a subset of the allocated pages). */
+  preservedPages: number;
+}
+
+/** An allocated block of `2^order` pages starting at physical address `phys`. */
+export interface MachineBlock {
+  /** Physical address of the first page (naturally aligned to the block size). */
+  phys: bigint;
+  /** Block order: the block has `2^order` pages. */
+  order: number;
+}
+
+/** Options of {@link Machine.save}. */
+export interface MachineSaveOptions {
+  /**
+   * Called (and awaited) after each chunk written, with the bytes written so far and the total
+   * image size. Useful for progress reporting (and for tests that interrupt a save).
+   */
+  onProgress?: (written: number, total: number) => void | Promise<void>;
+}
+
+const BIG_PAGE_SIZE = BigInt(PAGE_SIZE);
+const U64_LIMIT = 1n << 64n;
+
+function hex(phys: bigint): string {
+  return `0x${phys.toString(16)}`;
+}
+
+function physName(phys: unknown): string {
+  return typeof phys === "bigint" ? hex(phys) : String(phys);
+}
+
+function checkOrder(order: unknown, what: string): number {
+  if (typeof order !== "number" || !Number.isInteger(order) || order < 0 || order > MAX_ORDER) {
+    throw new LiveUpdateError("EINVAL", `${what}: order ${String(order)} is not an integer in 0..${MAX_ORDER}`);
+  }
+  return order;
+}
+
+/**
+ * The emulated machine: the only thing that survives a kexec.
+ *
+ * RAM is one contiguous buffer of 4 KiB page frames at physical addresses `[base, end)`. Pages
+ * are handed out by a buddy allocator in naturally aligned blocks of order 0..{@link MAX_ORDER}
+ * and always come back zeroed. Memory access goes through physical addresses (`bigint`) and is
+ * checked: touching a page outside RAM or a page that is not allocated fails with `EFAULT`.
+ *
+ * At kexec, {@link Machine.scrub} poisons every page that is not marked preserved and frees the
+ * old kernel's allocations; the next kernel rebuilds its allocator with
+ * {@link Machine.resetAllocator} from what the handover says, starting from {@link Machine.khoRoot}.
+ * {@link Machine.save} / {@link Machine.load} move a machine between processes through an image file.
+ *
+ * Never-allocated RAM and scrubbed pages read as `POISON_BYTE` through {@link Machine.peek}.
+ */
+export class Machine {
+  /** Physical address of the first byte of RAM. */
+  readonly base: bigint;
+  /** Physical address one past the last byte of RAM. */
+  readonly end: bigint;
+  /** RAM size in bytes. */
+  readonly memoryBytes: number;
+  /** Number of page frames. */
+  readonly totalPages: number;
+
+  readonly #ram: Buffer;
+  readonly #dv: DataView;
+  readonly #baseNum: number;
+  readonly #alloc: PageAllocator;
+  readonly #contents: PageContents;
+  #khoRoot = 0n;
+  #generation = 0;
+
+  /**
+   * Powers on a machine with all RAM free (and reading as poison).
+   *
+   * @param options - RAM size and base
+   * @throws {@link LiveUpdateError} `EINVAL` for a bad memory size (see {@link parseSize}) or a
+   *   base that is zero, not 2 MiB aligned or puts RAM beyond the 52-bit physical address space;
+   *   `ENOMEM` when the host cannot allocate that much RAM
+   */
+  constructor(options: MachineOptions) {
+    const size = parseSize(options.memory);
+    const base = options.base ?? DEFAULT_RAM_BASE;
+    if (typeof base !== "bigint" || base <= 0n || base % BigInt(MAX_ORDER_BYTES) !== 0n) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `RAM base ${physName(base)} must be a non-zero multiple of 2 MiB (physical address 0 means "none")`,
+      );
+    }
+    if (base + BigInt(size) > PHYS_ADDR_LIMIT) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `RAM ${hex(base)}+${formatSize(size)} extends beyond the 52-bit physical address space`,
+      );
+    }
+    let ram: Buffer;
+    try {
+      ram = Buffer.alloc(size);
+    } catch (e) {
+      throw new LiveUpdateError("ENOMEM", `cannot allocate ${formatSize(size)} of host memory for RAM`, {
+        cause: e,
+      });
+    }
+    this.base = base;
+    this.end = base + BigInt(size);
+    this.memoryBytes = size;
+    this.totalPages = size / PAGE_SIZE;
+    this.#ram = ram;
+    this.#dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
+    this.#baseNum = Number(base);
+    this.#alloc = new PageAllocator(this.totalPages);
+    this.#contents = new PageContents(ram, this.totalPages);
+  }
+
+  /**
+   * Physical address of the KHO root FDT the next kernel boots from; 0n when there is none.
+   * Any u64 may be stored (the next kernel validates it).
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` (on set) for a value that is not a bigint in `[0, 2^64)`
+   */
+  get khoRoot(): bigint {
+    return this.#khoRoot;
+  }
+
+  set khoRoot(phys: bigint) {
+    if (typeof phys !== "bigint" || phys < 0n || phys >= U64_LIMIT) {
+      throw new LiveUpdateError("EINVAL", `KHO root ${physName(phys)} is not a 64-bit physical address`);
+    }
+    this.#khoRoot = phys;
+    this.#generation++;
+  }
+
+  // ---------------------------------------------------------------- address translation
+
+  /** RAM offset of `[phys, phys + length)`; EFAULT when outside RAM. */
+  #offset(phys: bigint, length: number, what: string): number {
+    if (typeof phys !== "bigint") throw new LiveUpdateError("EINVAL", `${what}: address ${String(phys)} is not a bigint`);
+    if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 0) {
+      throw new LiveUpdateError("EINVAL", `${what} at ${hex(phys)}: bad length ${String(length)}`);
+    }
+    // RAM ends below 2^52, so Number(phys) is exact for every in-range address and any rounding
+    // of larger values keeps them out of range.
+    const off = Number(phys) - this.#baseNum;
+    if (!(off >= 0 && off + length <= this.memoryBytes)) {
+      throw new LiveUpdateError(
+        "EFAULT",
+        `${what}: ${hex(phys)}+${length} is outside RAM [${hex(this.base)}, ${hex(this.end)})`,
+      );
+    }
+    return off;
+  }
+
+  /** RAM offset of `[phys, phys + length)` whose pages must all be allocated; EFAULT otherwise. */
+  #checked(phys: bigint, length: number, what: string): number {
+    const off = this.#offset(phys, length, what);
+    if (length === 0) return off;
+    const flags = this.#alloc.flags;
+    const last = Math.floor((off + length - 1) / PAGE_SIZE);
+    for (let p = Math.floor(off / PAGE_SIZE); p <= last; p++) {
+      if ((flags[p]! & PG_ALLOCATED) === 0) {
+        const page = this.base + BigInt(p) * BIG_PAGE_SIZE;
+        throw new LiveUpdateError(
+          "EFAULT",
+          `${what}: page ${hex(page)} (in ${hex(phys)}+${length}) is not allocated`,
+        );
+      }
+    }
+    return off;
+  }
+
+  /** Page index of a page-aligned in-RAM block `[phys, phys + 2^order pages)`. */
+  #pageRange(phys: bigint, order: number, what: string): number {
+    checkOrder(order, what);
+    if (typeof phys !== "bigint" || phys % BIG_PAGE_SIZE !== 0n) {
+      throw new LiveUpdateError("EINVAL", `${what}: address ${physName(phys)} is not page aligned`);
+    }
+    return this.#offset(phys, PAGE_SIZE << order, what) / PAGE_SIZE;
+  }
+
+  #physOf(index: number): bigint {
+    return this.base + BigInt(index) * BIG_PAGE_SIZE;
+  }
+
+  // ---------------------------------------------------------------- allocator
+
+  /**
+   * Allocates a naturally aligned block of `2^order` pages and zeroes it.
+   *
+   * @param order - 0..{@link MAX_ORDER} (default 0: one page)
+   * @returns physical address of the first page; a multiple of `2^order` pages
+   * @throws {@link LiveUpdateError} `ENOMEM` when no free block of that order is left;
+   *   `EINVAL` for a bad order
+   */
+  allocPages(order = 0): bigint {
+    checkOrder(order, "allocPages");
+    const index = this.#alloc.alloc(order);
+    if (index < 0) {
+      throw new LiveUpdateError(
+        "ENOMEM",
+        `allocPages: no free block of order ${order} (${formatSize(PAGE_SIZE << order)}); ${this.#alloc.freePages} of ${this.totalPages} pages free`,
+      );
+    }
+    const n = 1 << order;
+    this.#ram.fill(0, index * PAGE_SIZE, (index + n) * PAGE_SIZE);
+    this.#contents.overwrite(index, n);
+    this.#generation++;
+    return this.#physOf(index);
+  }
+
+  /**
+   * Frees a block allocated by {@link Machine.allocPages} (or kept by {@link Machine.resetAllocator}).
+   * The contents stay in RAM until the next {@link Machine.scrub}.
+   *
+   * @param phys - physical address of the block's first page
+   * @param order - the order it was allocated with (default 0)
+   * @throws {@link LiveUpdateError} `EINVAL` when `phys` is not the first page of an allocated
+   *   block of exactly that order (including addresses outside RAM); `EBUSY` when a page of the
+   *   block is still marked preserved (clear it with {@link Machine.clearPreserved} first)
+   */
+  freePages(phys: bigint, order = 0): void {
+    checkOrder(order, "freePages");
+    const off = typeof phys === "bigint" ? Number(phys) - this.#baseNum : NaN;
+    const index = off / PAGE_SIZE;
+    if (!(off >= 0 && off < this.memoryBytes && Number.isInteger(index) && this.#alloc.isHead(index, order))) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `freePages: ${physName(phys)} is not the head of an allocated order-${order} block`,
+      );
+    }
+    if (this.#alloc.countPreserved(index, 1 << order) !== 0) {
+      throw new LiveUpdateError("EBUSY", `freePages: block ${hex(phys)} order ${order} is still preserved`);
+    }
+    this.#alloc.free(index);
+    this.#generation++;
+  }
+
+  /** Page accounting: always `totalPages === freePages + allocatedPages` and `preservedPages <= allocatedPages`. */
+  stats(): MachineStats {
+    const a = this.#alloc;
+    return {
+      totalPages: this.totalPages,
+      freePages: a.freePages,
+      allocatedPages: a.allocatedPages,
+      preservedPages: a.preservedPages,
+    };
+  }
+
+  /** Every allocated block, in ascending address order. */
+  blocks(): MachineBlock[] {
+    const heads = this.#alloc.liveBlocks().sort();
+    const order = this.#alloc.order;
+    return Array.from(heads, (h) => ({ phys: this.#physOf(h), order: order[h]! }));
+  }
+
+  /**
+   * True when the page containing `phys` is allocated.
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when `phys` is outside RAM
+   */
+  isAllocated(phys: bigint): boolean {
+    const off = this.#offset(phys, 1, "isAllocated");
+    return (this.#alloc.flags[Math.floor(off / PAGE_SIZE)]! & PG_ALLOCATED) !== 0;
+  }
+
+  /**
+   * Marks `2^order` pages starting at `phys` preserved: they keep their contents across
+   * {@link Machine.scrub}. Idempotent. The range need not be a whole allocated block, but every
+   * page in it must be allocated.
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` for a bad order or an address that is not page
+   *   aligned; `EFAULT` when the range is outside RAM or a page in it is not allocated
+   */
+  markPreserved(phys: bigint, order = 0): void {
+    const index = this.#pageRange(phys, order, "markPreserved");
+    this.#checked(phys, PAGE_SIZE << order, "markPreserved");
+    this.#alloc.markPreserved(index, 1 << order);
+    this.#generation++;
+  }
+
+  /**
+   * Clears the preserved mark of `2^order` pages starting at `phys`. Idempotent.
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` for a bad order or an address that is not page
+   *   aligned; `EFAULT` when the range is outside RAM
+   */
+  clearPreserved(phys: bigint, order = 0): void {
+    const index = this.#pageRange(phys, order, "clearPreserved");
+    this.#alloc.clearPreserved(index, 1 << order);
+    this.#generation++;
+  }
+
+  /**
+   * True when the page containing `phys` is marked preserved.
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when `phys` is outside RAM
+   */
+  isPreserved(phys: bigint): boolean {
+    const off = this.#offset(phys, 1, "isPreserved");
+    return (this.#alloc.flags[Math.floor(off / PAGE_SIZE)]! & PG_PRESERVED) !== 0;
+  }
+
+  // ---------------------------------------------------------------- memory access
+
+  /**
+   * Copies `length` bytes starting at `phys` out of RAM.
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` (naming the address) when the range leaves RAM or
+   *   touches a page that is not allocated; `EINVAL` for a bad length
+   */
+  read(phys: bigint, length: number): Uint8Array {
+    const off = this.#checked(phys, length, "read");
+    const out = new Uint8Array(length);
+    out.set(this.#ram.subarray(off, off + length));
+    return out;
+  }
+
+  /**
+   * Copies `bytes` into RAM at `phys`.
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or touches a page that is
+   *   not allocated
+   */
+  write(phys: bigint, bytes: Uint8Array): void {
+    const off = this.#checked(phys, bytes.length, "write");
+    this.#ram.set(bytes, off);
+  }
+
+  /**
+   * A live view of `length` bytes of RAM at `phys` (no copy): writes through it change RAM. The
+   * view stays valid as long as the machine exists; it is only checked when created.
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or touches a page that is
+   *   not allocated
+   */
+  view(phys: bigint, length: number): Uint8Array {
+    const off = this.#checked(phys, length, "view");
+    return new Uint8Array(this.#ram.buffer, this.#ram.byteOffset + off, length);
+  }
+
+  /**
+   * Reads a little-endian u32 (unaligned access allowed).
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when the 4 bytes leave RAM or are not allocated
+   */
+  readU32(phys: bigint): number {
+    return this.#dv.getUint32(this.#checked(phys, 4, "readU32"), true);
+  }
+
+  /**
+   * Writes a little-endian u32 (unaligned access allowed).
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` when `value` is not an integer in `[0, 2^32)`;
+   *   `EFAULT` when the 4 bytes leave RAM or are not allocated
+   */
+  writeU32(phys: bigint, value: number): void {
+    if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
+      throw new LiveUpdateError("EINVAL", `writeU32 at ${physName(phys)}: ${value} is not a u32`);
+    }
+    this.#dv.setUint32(this.#checked(phys, 4, "writeU32"), value, true);
+  }
+
+  /**
+   * Reads a little-endian u64 (unaligned access allowed).
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when the 8 bytes leave RAM or are not allocated
+   */
+  readU64(phys: bigint): bigint {
+    return this.#dv.getBigUint64(this.#checked(phys, 8, "readU64"), true);
+  }
+
+  /**
+   * Writes a little-endian u64 (unaligned access allowed).
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` when `value` is not a bigint in `[0, 2^64)`;
+   *   `EFAULT` when the 8 bytes leave RAM or are not allocated
+   */
+  writeU64(phys: bigint, value: bigint): void {
+    if (typeof value !== "bigint" || value < 0n || value >= U64_LIMIT) {
+      throw new LiveUpdateError("EINVAL", `writeU64 at ${physName(phys)}: ${String(value)} is not a u64`);
+    }
+    this.#dv.setBigUint64(this.#checked(phys, 8, "writeU64"), value, true);
+  }
+
+  /**
+   * Zeroes `length` bytes at `phys`.
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or is not allocated
+   */
+  zero(phys: bigint, length: number): void {
+    const off = this.#checked(phys, length, "zero");
+    this.#ram.fill(0, off, off + length);
+  }
+
+  /**
+   * Copies `length` bytes from `srcPhys` to `dstPhys` (the ranges may overlap, as memmove).
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when either range leaves RAM or is not allocated
+   */
+  copy(dstPhys: bigint, srcPhys: bigint, length: number): void {
+    const src = this.#checked(srcPhys, length, "copy source");
+    const dst = this.#checked(dstPhys, length, "copy destination");
+    this.#ram.copyWithin(dst, src, src + length);
+  }
+
+  /**
+   * Debug accessor for tests: copies `length` bytes at `phys` regardless of allocation, exactly
+   * as RAM holds them (free pages keep stale data until a scrub; poisoned pages read as
+   * `POISON_BYTE`).
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM
+   */
+  peek(phys: bigint, length: number): Uint8Array {
+    const off = this.#offset(phys, length, "peek");
+    return this.#contents.readRaw(off, length);
+  }
+
+  // ---------------------------------------------------------------- kexec
+
+  /**
+   * The kexec scrub: fills every page that is not preserved with `POISON_BYTE` (allocated
+   * and free pages alike), then frees every allocated page that is not preserved. Afterwards
+   * `allocatedPages === preservedPages`. Blocks that are only partly preserved are split into
+   * their preserved, naturally aligned sub-blocks. Cost is proportional to the pages allocated
+   * since the previous scrub, not to the size of RAM.
+   *
+   * @returns the number of pages that were poisoned
+   */
+  scrub(): number {
+    this.#alloc.releaseUnpreserved();
+    this.#generation++;
+    return this.#contents.scrub(this.#alloc.flags, PG_PRESERVED);
+  }
+
+  /**
+   * Rebuilds the allocator as the next kernel does after kexec: every page becomes free except
+   * the listed blocks, which become allocated with their order (so they can later be freed with
+   * {@link Machine.freePages}) and are not preserved. Memory contents are untouched.
+   *
+   * @param keep - the blocks the new kernel takes over, e.g. from the KHO tree
+   * @throws {@link LiveUpdateError} `EINVAL` when a block has a bad order, is not naturally
+   *   aligned, lies outside RAM, or overlaps another; nothing is changed then
+   */
+  resetAllocator(keep: Iterable<MachineBlock>): void {
+    const list: Array<[number, number]> = [];
+    for (const b of keep) {
+      const what = `resetAllocator: block ${physName(b.phys)} order ${String(b.order)}`;
+      checkOrder(b.order, what);
+      const off = typeof b.phys === "bigint" ? Number(b.phys) - this.#baseNum : NaN;
+      const size = PAGE_SIZE << b.order;
+      if (!(off >= 0 && off + size <= this.memoryBytes)) {
+        throw new LiveUpdateError("EINVAL", `${what} is outside RAM [${hex(this.base)}, ${hex(this.end)})`);
+      }
+      if (off % size !== 0) throw new LiveUpdateError("EINVAL", `${what} is not naturally aligned`);
+      const index = off / PAGE_SIZE;
+      list.push([index, b.order]);
+    }
+    list.sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < list.length; i++) {
+      const [prev, prevOrder] = list[i - 1]!;
+      if (list[i]![0] < prev + (1 << prevOrder)) {
+        throw new LiveUpdateError(
+          "EINVAL",
+          `resetAllocator: block ${hex(this.#physOf(list[i]![0]))} overlaps block ${hex(this.#physOf(prev))} order ${prevOrder}`,
+        );
+      }
+    }
+    this.#alloc.reset(list);
+    for (const [index, order] of list) this.#contents.materialize(index, 1 << order);
+    this.#generation++;
+  }
+
+  // ---------------------------------------------------------------- image
+
+  #imageBlocks(): ImageBlock[] {
+    const heads = this.#alloc.liveBlocks().sort();
+    const flags = this.#alloc.flags;
+    const orders = this.#alloc.order;
+    return Array.from(heads, (index): ImageBlock => {
+      const order = orders[index]!;
+      const n = 1 << order;
+      const kept = this.#alloc.countPreserved(index, n);
+      if (kept === 0) return { index, order, preserved: "none" };
+      if (kept === n) return { index, order, preserved: "all" };
+      const bitmap = new Uint8Array(Math.max(1, n / 8));
+      for (let i = 0; i < n; i++) if (flags[index + i]! & PG_PRESERVED) bitmap[i >> 3]! |= 1 << (i & 7);
+      return { index, order, preserved: bitmap };
+    });
+  }
+
+  /**
+   * Writes the machine (RAM size and base, KHO root, allocated blocks with their orders and
+   * preserved marks, and the contents of allocated pages) to an image file, atomically replacing
+   * `path` (temporary file in the same directory, fsync, rename). Free pages are not stored.
+   * The machine must not be modified while the save is pending.
+   *
+   * @throws {@link LiveUpdateError} `EBUSY` when allocations, preserved marks or the KHO root
+   *   changed while saving (nothing is written then); the Node.js I/O error when writing fails.
+   *   In every failure case `path` keeps its previous contents.
+   */
+  async save(path: string, options: MachineSaveOptions = {}): Promise<void> {
+    const generation = this.#generation;
+    await writeMachineImage(
+      path,
+      {
+        ramSize: this.memoryBytes,
+        base: this.base,
+        khoRoot: this.#khoRoot,
+        blocks: this.#imageBlocks(),
+        ram: this.#ram,
+      },
+      {
+        onProgress: options.onProgress,
+        beforeCommit: () => {
+          if (this.#generation !== generation) {
+            throw new LiveUpdateError("EBUSY", `machine image ${path}: the machine changed while it was being saved`);
+          }
+        },
+      },
+    );
+  }
+
+  /**
+   * Loads a machine saved with {@link Machine.save}: same RAM size, base and KHO root, the same
+   * allocated blocks (orders and preserved marks) with their contents. Every other page reads
+   * as poison.
+   *
+   * @throws `MachineImageError` when the file is missing or unreadable (with `cause`),
+   *   truncated, corrupt (checksum), not a machine image, or of another format version or page
+   *   size. Nothing outside the new machine is affected by a failed load.
+   */
+  static async load(path: string): Promise<Machine> {
+    const { header, blocks, target } = await readMachineImage(path, (h) => {
+      const m = new Machine({ memory: h.ramSize, base: h.base });
+      return { machine: m, ram: m.#ram };
+    });
+    const m = target.machine;
+    m.#alloc.reset(blocks.map((b) => [b.index, b.order] as const));
+    for (const b of blocks) {
+      const n = 1 << b.order;
+      m.#contents.overwrite(b.index, n);
+      if (b.preserved === "all") m.#alloc.markPreserved(b.index, n);
+      else if (b.preserved instanceof Uint8Array) {
+        for (let i = 0; i < n; i++) if (b.preserved[i >> 3]! & (1 << (i & 7))) m.#alloc.markPreserved(b.index + i, 1);
+      }
+    }
+    m.#khoRoot = header.khoRoot;
+    return m;
+  }
+}

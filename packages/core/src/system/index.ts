@@ -1,0 +1,7 @@
+/**
+ * Booting kernels and live-updating them.
+ *
+ * @module
+ */
+export * from "./kernel.js";
+export * from "./boot.js";
