@@ -14,7 +14,12 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "core", root: "packages/core", include: ["test/**/*.test.ts"] },
+        test: {
+          name: "core",
+          root: "packages/core",
+          include: ["test/**/*.test.ts"],
+          globalSetup: ["test/global-setup.ts"],
+        },
       },
     ],
   },

@@ -15,3 +15,4 @@ export * from "./kernel/index.js";
 export * from "./liveupdate/index.js";
 export * from "./plugin/index.js";
 export * from "./system/index.js";
+export * from "./inspect/index.js";

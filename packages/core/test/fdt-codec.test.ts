@@ -149,7 +149,7 @@ describe("fdt writer refusals", () => {
   const base = (): FdtTree => khoRoot();
   const cases: [string, (t: FdtTree) => void][] = [
     ["root with a name", (t) => (t.root.name = "root")],
-    ["invalid child name", (t) => (t.root.children[0] as FdtNode).name = "1LUO"],
+    ["invalid child name", (t) => ((t.root.children[0] as FdtNode).name = "1LUO")],
     ["empty child name", (t) => ((t.root.children[0] as FdtNode).name = "")],
     ["duplicate child names", (t) => t.root.children.push(fdtNode("LUO"))],
     ["invalid property name", (t) => t.root.props.set("bad name", fdtU32(1))],
@@ -157,6 +157,7 @@ describe("fdt writer refusals", () => {
     ["non-bytes value", (t) => t.root.props.set("x", [1, 2] as unknown as Uint8Array)],
     ["props not a Map", (t) => ((t.root as { props: unknown }).props = { a: fdtU32(1) })],
     ["zero reservation", (t) => t.reservations.push({ address: 0n, size: 0n })],
+    ["zero-size reservation", (t) => t.reservations.push({ address: 0x1000n, size: 0n })],
     ["negative reservation", (t) => t.reservations.push({ address: -1n, size: 1n })],
     ["reservation above u64", (t) => t.reservations.push({ address: 1n, size: 1n << 64n })],
     ["bootCpuid above u32", (t) => (t.bootCpuid = 2 ** 32)],

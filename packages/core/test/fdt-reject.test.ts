@@ -4,7 +4,15 @@
 // suffix-shared names, gaps between blocks) must be accepted.
 import { describe, expect, it } from "vitest";
 import { FdtError } from "../src/errors.js";
-import { decodeFdt, encodeFdt, fdtNode, fdtString, fdtTree, fdtU32, peekFdtHeader } from "../src/fdt/index.js";
+import {
+  decodeFdt,
+  encodeFdt,
+  fdtNode,
+  fdtString,
+  fdtTree,
+  fdtU32,
+  peekFdtHeader,
+} from "../src/fdt/index.js";
 import { FDT_HEADER_FIELD, FDT_MAX_DEPTH } from "../src/fdt/format.js";
 
 type Field = keyof typeof FDT_HEADER_FIELD;
@@ -63,7 +71,8 @@ function assemble(p: Parts): Uint8Array {
     ...p.header,
   };
   const header = new Uint8Array(40);
-  for (const [k, at] of Object.entries(FDT_HEADER_FIELD)) new DataView(header.buffer).setUint32(at, fields[k as Field]);
+  for (const [k, at] of Object.entries(FDT_HEADER_FIELD))
+    new DataView(header.buffer).setUint32(at, fields[k as Field]);
   return cat(header, rsvmap, p.struct, strings, tail);
 }
 
@@ -131,7 +140,8 @@ describe("fdt reader accepts", () => {
 });
 
 describe("fdt reader rejects header defects", () => {
-  it("a blob shorter than the header", () => rejects(good().subarray(0, 39), /shorter than the 40-byte header/, 0));
+  it("a blob shorter than the header", () =>
+    rejects(good().subarray(0, 39), /shorter than the 40-byte header/, 0));
   it("bad magic", () => rejects(good({ header: { magic: 0xd00dfeee } }), /bad magic 0xd00dfeee/, 0));
   it("version older than 16", () => rejects(good({ header: { version: 15 } }), /version 15/, 20));
   it("last_comp_version newer than 17", () =>
@@ -142,7 +152,8 @@ describe("fdt reader rejects header defects", () => {
     const blob = good();
     rejects(good({ header: { totalSize: blob.length + 1 } }), /totalsize \d+ exceeds/, 4);
   });
-  it("totalsize smaller than the header", () => rejects(good({ header: { totalSize: 39 } }), /smaller than the header/, 4));
+  it("totalsize smaller than the header", () =>
+    rejects(good({ header: { totalSize: 39 } }), /smaller than the header/, 4));
   it("misaligned structure block offset", () =>
     rejects(good({ header: { offDtStruct: 58 } }), /structure block offset 58 is not 4-aligned/, 8));
   it("misaligned reservation block offset", () =>
@@ -174,9 +185,16 @@ describe("fdt reader rejects header defects", () => {
       /memory reservation block .* overlaps strings block/,
     );
   });
+  it("a zero-size reservation entry at a non-zero address", () => {
+    const rsvmap = cat(words(0, 0x1000, 0, 0), new Uint8Array(16));
+    rejects(assemble({ rsvmap, struct: goodStruct(), strings: text("a\0") }), /at 0x1000 has size 0/, 48);
+  });
   it("reservation block without a terminator within totalsize", () => {
     const rsvmap = new Uint8Array(16).fill(1);
-    rejects(assemble({ rsvmap, struct: goodStruct(), strings: text("a\0"), header: { offMemRsvmap: 40 } }), /terminating/);
+    rejects(
+      assemble({ rsvmap, struct: goodStruct(), strings: text("a\0"), header: { offMemRsvmap: 40 } }),
+      /terminating/,
+    );
     const blob = good();
     rejects(good({ header: { offMemRsvmap: blob.length - 16 } }), /reservation|overlaps/);
   });
@@ -192,19 +210,33 @@ describe("fdt reader rejects structure defects", () => {
     const struct = cat(begin(""), prop(0, words(1)), words(END_NODE));
     rejects(assemble({ struct, strings: text("a\0") }), /ends without FDT_END/, structAt + 28);
   });
-  it("an empty structure block", () => rejects(assemble({ struct: new Uint8Array(0) }), /without FDT_END/, structAt));
+  it("an empty structure block", () =>
+    rejects(assemble({ struct: new Uint8Array(0) }), /without FDT_END/, structAt));
   it("data after FDT_END", () => {
     const struct = cat(goodStruct(), words(NOP));
     rejects(assemble({ struct, strings: text("a\0") }), /4 bytes after FDT_END/);
   });
-  it("FDT_END before the root node", () => rejects(assemble({ struct: words(END) }), /before the root/, structAt));
-  it("FDT_END inside a node", () => rejects(assemble({ struct: cat(begin(""), words(END)) }), /FDT_END inside node \//));
+  it("FDT_END before the root node", () =>
+    rejects(assemble({ struct: words(END) }), /before the root/, structAt));
+  it("FDT_END inside a node", () =>
+    rejects(assemble({ struct: cat(begin(""), words(END)) }), /FDT_END inside node \//));
   it("a stray FDT_END_NODE", () =>
-    rejects(assemble({ struct: cat(begin(""), words(END_NODE, END_NODE, END)) }), /FDT_END_NODE outside/, structAt + 12));
+    rejects(
+      assemble({ struct: cat(begin(""), words(END_NODE, END_NODE, END)) }),
+      /FDT_END_NODE outside/,
+      structAt + 12,
+    ));
   it("a second root node", () =>
-    rejects(assemble({ struct: cat(begin(""), words(END_NODE), begin(""), words(END_NODE, END)) }), /second root/));
+    rejects(
+      assemble({ struct: cat(begin(""), words(END_NODE), begin(""), words(END_NODE, END)) }),
+      /second root/,
+    ));
   it("a property outside any node", () =>
-    rejects(assemble({ struct: cat(prop(0, words(1)), words(END)), strings: text("a\0") }), /outside any node/, structAt));
+    rejects(
+      assemble({ struct: cat(prop(0, words(1)), words(END)), strings: text("a\0") }),
+      /outside any node/,
+      structAt,
+    ));
   it("a property after a subnode", () => {
     const struct = cat(begin(""), begin("c"), words(END_NODE), prop(0, words(1)), words(END_NODE, END));
     rejects(assemble({ struct, strings: text("a\0") }), /property after a subnode in \//);
@@ -213,14 +245,21 @@ describe("fdt reader rejects structure defects", () => {
     const struct = cat(begin(""), words(BEGIN), text("abcd"));
     rejects(assemble({ struct }), /node name is not NUL-terminated/, structAt + 12);
   });
-  it("a named root", () => rejects(assemble({ struct: cat(begin("root"), words(END_NODE, END)) }), /root node has name/));
+  it("a named root", () =>
+    rejects(assemble({ struct: cat(begin("root"), words(END_NODE, END)) }), /root node has name/));
   it("an invalid node name", () => {
     for (const name of ["1abc", "a b", "a@", "a@b@c", "\xe9", "a".repeat(32)]) {
-      rejects(assemble({ struct: cat(begin(""), begin(name), words(END_NODE, END_NODE, END)) }), /invalid node name/);
+      rejects(
+        assemble({ struct: cat(begin(""), begin(name), words(END_NODE, END_NODE, END)) }),
+        /invalid node name/,
+      );
     }
   });
   it("an empty non-root node name", () =>
-    rejects(assemble({ struct: cat(begin(""), begin(""), words(END_NODE, END_NODE, END)) }), /invalid node name ""/));
+    rejects(
+      assemble({ struct: cat(begin(""), begin(""), words(END_NODE, END_NODE, END)) }),
+      /invalid node name ""/,
+    ));
   it("duplicate child names", () => {
     const struct = cat(begin(""), begin("c"), words(END_NODE), begin("c"), words(END_NODE, END_NODE, END));
     rejects(assemble({ struct }), /duplicate node name "c" under \//);
@@ -236,7 +275,10 @@ describe("fdt reader rejects structure defects", () => {
   it("a nameoff outside the strings block", () => {
     const struct = cat(begin(""), prop(2, words(1)), words(END_NODE, END));
     rejects(assemble({ struct, strings: text("a\0") }), /nameoff 2 is outside/, structAt + 8 + 8);
-    rejects(assemble({ struct: cat(begin(""), prop(0xffffffff, words(1)), words(END_NODE, END)) }), /nameoff/);
+    rejects(
+      assemble({ struct: cat(begin(""), prop(0xffffffff, words(1)), words(END_NODE, END)) }),
+      /nameoff/,
+    );
   });
   it("a property name without NUL in the strings block", () => {
     const struct = cat(begin(""), prop(0, words(1)), words(END_NODE, END));
@@ -257,7 +299,10 @@ describe("fdt reader rejects structure defects", () => {
     rejects(assemble({ struct: huge, strings: text("a\0") }), /runs past/);
   });
   it("a property header cut by the end of the block", () => {
-    rejects(assemble({ struct: cat(begin(""), words(PROP, 4)), strings: text("a\0") }), /property header runs past/);
+    rejects(
+      assemble({ struct: cat(begin(""), words(PROP, 4)), strings: text("a\0") }),
+      /property header runs past/,
+    );
   });
   it("nesting deeper than FDT_MAX_DEPTH", () => {
     const depth = FDT_MAX_DEPTH + 1;

@@ -94,7 +94,15 @@ describe("fdt value helpers", () => {
 
 describe("fdt names", () => {
   it("accepts spec node names and rejects others", () => {
-    for (const ok of ["LUO", "luo-session", "memory@1000", "a", "a".repeat(31), "x@" + "1".repeat(60), "i2c@1,2"]) {
+    for (const ok of [
+      "LUO",
+      "luo-session",
+      "memory@1000",
+      "a",
+      "a".repeat(31),
+      "x@" + "1".repeat(60),
+      "i2c@1,2",
+    ]) {
       expect(isValidFdtNodeName(ok), ok).toBe(true);
     }
     for (const bad of ["", "1abc", "-a", "a".repeat(32), "a@", "a@b@c", "a b", "a/b", "é", "@1", "a\0"]) {

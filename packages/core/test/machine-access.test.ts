@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Machine, PAGE_SIZE, POISON_BYTE } from "../src/machine/index.js";
-import { allBytes, expectErrno, isPoison, pattern } from "./fixtures/machine-helpers.js";
+import { allBytes, expectErrno, isPoison, pattern, sameBytes } from "./fixtures/machine-helpers.js";
 
 const hex = (p: bigint): string => `0x${p.toString(16)}`;
 
@@ -10,7 +10,7 @@ describe("machine physical memory access", () => {
     const p = m.allocPages(2); // 16 KiB
     const data = pattern(10_000, 1);
     m.write(p + 100n, data);
-    expect(m.read(p + 100n, data.length)).toEqual(data);
+    expect(sameBytes(m.read(p + 100n, data.length), data)).toBe(true);
     // read returns a copy
     const copy = m.read(p, 16);
     copy.fill(9);
@@ -18,7 +18,7 @@ describe("machine physical memory access", () => {
     // view is live in both directions
     const v = m.view(p, 4 * PAGE_SIZE);
     expect(v.length).toBe(4 * PAGE_SIZE);
-    expect(v.subarray(100, 100 + data.length)).toEqual(data);
+    expect(sameBytes(v.subarray(100, 100 + data.length), data)).toBe(true);
     v[0] = 0x42;
     expect(m.read(p, 1)[0]).toBe(0x42);
     m.write(p + 1n, Uint8Array.of(0x43));
@@ -54,9 +54,9 @@ describe("machine physical memory access", () => {
     const data = pattern(PAGE_SIZE, 2);
     m.write(a, data);
     m.copy(b, a, PAGE_SIZE);
-    expect(m.read(b, PAGE_SIZE)).toEqual(data);
+    expect(sameBytes(m.read(b, PAGE_SIZE), data)).toBe(true);
     m.copy(a + 10n, a, 100); // overlapping forward
-    expect(m.read(a + 10n, 100)).toEqual(data.subarray(0, 100));
+    expect(sameBytes(m.read(a + 10n, 100), data.subarray(0, 100))).toBe(true);
     m.zero(a, 50);
     expect(allBytes(m.read(a, 50), 0)).toBe(true);
     expect(m.read(a, 51)[50]).not.toBe(0);

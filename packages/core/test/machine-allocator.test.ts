@@ -87,7 +87,8 @@ describe("machine page allocator", () => {
               expectErrno(() => m.freePages(target, 0), "EINVAL");
             } else {
               const b = owned[op.pick % owned.length]!;
-              if (op.how === 0) expectErrno(() => m.freePages(b.phys, (b.order + 1) % (MAX_ORDER + 1)), "EINVAL");
+              if (op.how === 0)
+                expectErrno(() => m.freePages(b.phys, (b.order + 1) % (MAX_ORDER + 1)), "EINVAL");
               else if (b.order > 0) expectErrno(() => m.freePages(b.phys + BigInt(PAGE_SIZE), 0), "EINVAL");
             }
             expect(m.stats()).toEqual(before);
@@ -98,13 +99,16 @@ describe("machine page allocator", () => {
           expect(s.allocatedPages).toBe(ownedPages);
           expect(s.preservedPages).toBe(0);
         }
-        expect(
-          m.blocks().map((b) => `${b.phys}/${b.order}`),
-        ).toEqual(
+        expect(m.blocks().map((b) => `${b.phys}/${b.order}`)).toEqual(
           [...owned].sort((a, b) => (a.phys < b.phys ? -1 : 1)).map((b) => `${b.phys}/${b.order}`),
         );
         for (const b of owned) m.freePages(b.phys, b.order);
-        expect(m.stats()).toEqual({ totalPages: total, freePages: total, allocatedPages: 0, preservedPages: 0 });
+        expect(m.stats()).toEqual({
+          totalPages: total,
+          freePages: total,
+          allocatedPages: 0,
+          preservedPages: 0,
+        });
         // Everything coalesced back: RAM is again four free 2 MiB blocks.
         for (let i = 0; i < total >> MAX_ORDER; i++) {
           const p = m.allocPages(MAX_ORDER);

@@ -104,6 +104,24 @@ describe("machine image save/load", () => {
     expectSameMachine(loaded, await Machine.load(path));
   });
 
+  it("preservedOnly saves the machine as it will look after scrub, without changing it", async () => {
+    const m = sampleMachine();
+    const before = { stats: m.stats(), blocks: m.blocks() };
+    const path = join(dir, "preserved-only.img");
+    await m.save(path, { preservedOnly: true });
+    expect({ stats: m.stats(), blocks: m.blocks() }).toEqual(before);
+    const loaded = await Machine.load(path);
+    m.scrub();
+    expectSameMachine(m, loaded);
+    expect(loaded.stats()).toMatchObject({ allocatedPages: 14, preservedPages: 14 });
+    for (let pfn = 0; pfn < loaded.totalPages; pfn++) {
+      const phys = loaded.base + BigInt(pfn) * P;
+      if (!loaded.isPreserved(phys) && !isPoison(loaded.peek(phys, PAGE_SIZE))) {
+        expect.fail(`page 0x${phys.toString(16)} should be poison`);
+      }
+    }
+  });
+
   it("round-trips an empty machine", async () => {
     const m = new Machine({ memory: "2 MiB" });
     const path = join(dir, "empty.img");
@@ -128,7 +146,8 @@ describe("machine image save/load", () => {
     const dataEnd = img.length - 24 - 8;
     expect(dataEnd - dataStart).toBe(3 * PAGE_SIZE);
     const positions: number[] = [];
-    for (let i = 0; i < img.length; i++) if (i < dataStart || i >= dataEnd || (i - dataStart) % 397 === 0) positions.push(i);
+    for (let i = 0; i < img.length; i++)
+      if (i < dataStart || i >= dataEnd || (i - dataStart) % 397 === 0) positions.push(i);
     const bad = join(dir, "flip.img");
     for (const pos of positions) {
       const copy = Buffer.from(img);
@@ -145,7 +164,21 @@ describe("machine image save/load", () => {
     await m.save(good);
     const img = await readFile(good);
     const bad = join(dir, "trunc.img");
-    for (const len of [0, 1, 7, 8, 63, 64, 65, 100, 200, img.length >> 1, img.length - 25, img.length - 24, img.length - 1]) {
+    for (const len of [
+      0,
+      1,
+      7,
+      8,
+      63,
+      64,
+      65,
+      100,
+      200,
+      img.length >> 1,
+      img.length - 25,
+      img.length - 24,
+      img.length - 1,
+    ]) {
       await writeFile(bad, img.subarray(0, len));
       await expectImageError(bad, len >= 8 ? /truncated|trailer/ : /truncated|not a machine image/);
     }
@@ -213,11 +246,19 @@ describe("machine image save/load", () => {
     expect((await readFile(path)).equals(before)).toBe(true);
     expect((await readdir(dir)).filter((f) => f.startsWith(".keep.img."))).toEqual([]);
     // A failing progress callback aborts the same way.
-    const boom = await m.save(path, { onProgress: () => Promise.reject(new RangeError("stop")) }).catch((e: unknown) => e);
-    expect(boom).toBeInstanceOf(RangeError);
+    const boom = await m
+      .save(path, { onProgress: () => Promise.reject(new RangeError("stop")) })
+      .catch((e: unknown) => e);
+    expect(boom).toBeInstanceOf(LiveUpdateError);
+    expect(boom).toMatchObject({ code: "EIO", cause: new RangeError("stop") });
     expect((await readFile(path)).equals(before)).toBe(true);
     // Saving into a missing directory fails with the I/O error.
-    await expect(m.save(join(dir, "no", "such", "dir.img"))).rejects.toMatchObject({ code: "ENOENT" });
+    const missing = await m.save(join(dir, "no", "such", "dir.img")).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(LiveUpdateError);
+    expect(missing).toMatchObject({ code: "ENOENT", cause: { code: "ENOENT" } });
+    const isDir = await m.save(dir).catch((e: unknown) => e);
+    expect(isDir).toBeInstanceOf(LiveUpdateError);
+    expect((await readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
   });
 });
 

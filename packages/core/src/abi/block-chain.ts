@@ -58,7 +58,10 @@ export class BlockChain {
     const need = Math.ceil(target / perBlock);
     if (need <= this.blocks.length) return;
     if (need > LUO_MAX_BLOCKS) {
-      throw new LiveUpdateError("ENOSPC", `${what} chain would need ${need} blocks; the limit is ${LUO_MAX_BLOCKS}`);
+      throw new LiveUpdateError(
+        "ENOSPC",
+        `${what} chain would need ${need} blocks; the limit is ${LUO_MAX_BLOCKS}`,
+      );
     }
     const before = this.blocks.length;
     try {

@@ -15,7 +15,13 @@ import type { KhoIncoming } from "../kho/index.js";
 import { BLOCK_HEADER_SIZE, LUO_MAX_BLOCKS, type BlockGeometry } from "./layout.js";
 
 /** Reads entry `index` from `bytes` at `offset`. */
-export type EntryReader<T> = (view: DataView, bytes: Uint8Array, offset: number, index: number, block: bigint) => T;
+export type EntryReader<T> = (
+  view: DataView,
+  bytes: Uint8Array,
+  offset: number,
+  index: number,
+  block: bigint,
+) => T;
 
 /** The entries of a chain and the addresses of its blocks (to free them later). */
 export interface ReadChain<T> {
@@ -44,10 +50,15 @@ export function readChain<T>(
   const size = geometry.pages * PAGE_SIZE;
   for (let block = head, index = 0; block !== 0n; index++) {
     const where = `${label}: block ${index} at ${hex(block)}`;
-    if (index >= LUO_MAX_BLOCKS) throw new KernelPanicError(`${label} has more than ${LUO_MAX_BLOCKS} blocks`, block);
+    if (index >= LUO_MAX_BLOCKS)
+      throw new KernelPanicError(`${label} has more than ${LUO_MAX_BLOCKS} blocks`, block);
     if (seen.has(block)) throw new KernelPanicError(`${where} closes a cycle`, block);
     seen.add(block);
-    if (kho.orderOf(block) === undefined || !kho.covers(block, size) || PAGE_SIZE << kho.orderOf(block)! !== size) {
+    if (
+      kho.orderOf(block) === undefined ||
+      !kho.covers(block, size) ||
+      PAGE_SIZE << kho.orderOf(block)! !== size
+    ) {
       throw new KernelPanicError(`${where} is not a preserved ${geometry.pages}-page block`, block);
     }
     const bytes = kho.machine.view(block, size);

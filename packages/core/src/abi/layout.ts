@@ -45,7 +45,12 @@ export interface BlockGeometry {
 }
 
 function geometry(what: string, pages: number, entrySize: number): BlockGeometry {
-  return { what, pages, entrySize, perBlock: Math.floor((pages * PAGE_SIZE - BLOCK_HEADER_SIZE) / entrySize) };
+  return {
+    what,
+    pages,
+    entrySize,
+    perBlock: Math.floor((pages * PAGE_SIZE - BLOCK_HEADER_SIZE) / entrySize),
+  };
 }
 
 /** Session blocks: 16 pages, 818 sessions each. */
@@ -54,4 +59,8 @@ export const SESSION_BLOCKS = geometry("session", 16, SESSION_SER.size);
 export const FILE_BLOCKS = geometry("file", 2, FILE_SER.size);
 
 /** FLB area: one page, header `{u64 pgcnt = 1; u64 count}` then at most 63 records. */
-export const FLB_AREA = { pages: 1, headerSize: 16, max: Math.floor((PAGE_SIZE - 16) / FLB_SER.size) } as const;
+export const FLB_AREA = {
+  pages: 1,
+  headerSize: 16,
+  max: Math.floor((PAGE_SIZE - 16) / FLB_SER.size),
+} as const;

@@ -88,7 +88,10 @@ function panicOnFdt<T>(what: string, phys: bigint, fn: () => T): T {
 function checkCompatible(node: FdtNode, expected: string, what: string, phys: bigint): void {
   const c = readFdtString(getProp(node, "compatible"));
   if (c !== expected) {
-    throw new KernelPanicError(`${what} at ${hex(phys)} is ${JSON.stringify(c)}, expected "${expected}"`, phys);
+    throw new KernelPanicError(
+      `${what} at ${hex(phys)} is ${JSON.stringify(c)}, expected "${expected}"`,
+      phys,
+    );
   }
 }
 
@@ -104,10 +107,12 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
     if (e instanceof LiveUpdateError && e.code === "ENOENT") return undefined;
     throw e;
   }
-  if (!kho.covers(fdtPhys, PAGE_SIZE)) throw new KernelPanicError(`LUO FDT ${hex(fdtPhys)} is not preserved`, fdtPhys);
+  if (!kho.covers(fdtPhys, PAGE_SIZE))
+    throw new KernelPanicError(`LUO FDT ${hex(fdtPhys)} is not preserved`, fdtPhys);
   const page = kho.machine.view(fdtPhys, PAGE_SIZE);
   const { liveupdateNumber, sessionHead, flbHead } = panicOnFdt("LUO FDT", fdtPhys, () => {
-    if (peekFdtHeader(page).totalSize > PAGE_SIZE) throw new KernelPanicError(`LUO FDT is larger than a page`, fdtPhys);
+    if (peekFdtHeader(page).totalSize > PAGE_SIZE)
+      throw new KernelPanicError(`LUO FDT is larger than a page`, fdtPhys);
     const tree = decodeFdt(page);
     checkCompatible(tree.root, LUO_COMPATIBLE, "LUO FDT", fdtPhys);
     const session = tree.root.children.find((c) => c.name === "luo-session");
@@ -122,13 +127,26 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
     };
   });
 
-  const sessionChain = readChain(kho, sessionHead, SESSION_BLOCKS, "session chain", (dv, bytes, off, i, block) => {
-    const name = readFixedString(bytes, off + SESSION_SER.name, SESSION_NAME_SIZE);
-    if (name === undefined) {
-      throw new KernelPanicError(`session ${i} in block ${hex(block)} has a name without NUL or invalid`, block);
-    }
-    return { name, files: dv.getBigUint64(off + SESSION_SER.files, true), nfiles: dv.getBigUint64(off + SESSION_SER.nfiles, true) };
-  });
+  const sessionChain = readChain(
+    kho,
+    sessionHead,
+    SESSION_BLOCKS,
+    "session chain",
+    (dv, bytes, off, i, block) => {
+      const name = readFixedString(bytes, off + SESSION_SER.name, SESSION_NAME_SIZE);
+      if (name === undefined) {
+        throw new KernelPanicError(
+          `session ${i} in block ${hex(block)} has a name without NUL or invalid`,
+          block,
+        );
+      }
+      return {
+        name,
+        files: dv.getBigUint64(off + SESSION_SER.files, true),
+        nfiles: dv.getBigUint64(off + SESSION_SER.nfiles, true),
+      };
+    },
+  );
 
   const sessions = sessionChain.entries.map((s): IncomingSessionRecord => {
     const label = `file chain of session ${JSON.stringify(s.name)}`;
@@ -137,10 +155,17 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
       if (compatible === undefined) {
         throw new KernelPanicError(`${label}: file ${i} in block ${hex(block)} has a bad compatible`, block);
       }
-      return { compatible, data: dv.getBigUint64(off + FILE_SER.data, true), token: dv.getBigUint64(off + FILE_SER.token, true) };
+      return {
+        compatible,
+        data: dv.getBigUint64(off + FILE_SER.data, true),
+        token: dv.getBigUint64(off + FILE_SER.token, true),
+      };
     });
     if (BigInt(chain.entries.length) !== s.nfiles) {
-      throw new KernelPanicError(`${label} holds ${chain.entries.length} files, the session says ${s.nfiles}`, s.files);
+      throw new KernelPanicError(
+        `${label} holds ${chain.entries.length} files, the session says ${s.nfiles}`,
+        s.files,
+      );
     }
     return { name: s.name, files: chain.entries, fileBlocks: chain.blocks };
   });
@@ -160,7 +185,8 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
     for (let i = 0; i < Number(count); i++) {
       const off = FLB_AREA.headerSize + i * FLB_SER.size;
       const compatible = readFixedString(bytes, off + FLB_SER.name, COMPATIBLE_SIZE);
-      if (compatible === undefined) throw new KernelPanicError(`FLB record ${i} at ${hex(flbHead)} has a bad name`, flbHead);
+      if (compatible === undefined)
+        throw new KernelPanicError(`FLB record ${i} at ${hex(flbHead)} has a bad name`, flbHead);
       const c = dv.getBigUint64(off + FLB_SER.count, true);
       if (c === 0n) throw new KernelPanicError(`FLB record ${i} (${compatible}) has count 0`, flbHead);
       flbs.push({ compatible, data: dv.getBigUint64(off + FLB_SER.data, true), count: c });

@@ -76,7 +76,10 @@ export class LuoOutgoingAbi {
   /** Writes the FLB records (reboot path). `ENOSPC` above 63 records. */
   writeFlbs(records: readonly FlbRecord[]): void {
     if (records.length > FLB_AREA.max) {
-      throw new LiveUpdateError("ENOSPC", `${records.length} FLBs to serialize; the FLB page holds ${FLB_AREA.max}`);
+      throw new LiveUpdateError(
+        "ENOSPC",
+        `${records.length} FLBs to serialize; the FLB page holds ${FLB_AREA.max}`,
+      );
     }
     const bytes = this.flbPage.view;
     const dv = new DataView(bytes.buffer, bytes.byteOffset, PAGE_SIZE);
@@ -93,13 +96,20 @@ export class LuoOutgoingAbi {
   /** Encodes the LUO FDT into its page (reboot path). */
   writeFdt(liveupdateNumber: bigint): void {
     const blob = encodeFdt({
-      root: fdtNode("", { compatible: fdtString(LUO_COMPATIBLE), "liveupdate-number": fdtU64(liveupdateNumber) }, [
-        fdtNode("luo-session", {
-          compatible: fdtString(LUO_SESSION_COMPATIBLE),
-          "luo-session-header": fdtU64(this.sessions.head),
-        }),
-        fdtNode("luo-flb", { compatible: fdtString(LUO_FLB_COMPATIBLE), "luo-flb-header": fdtU64(this.flbPage.phys) }),
-      ]),
+      root: fdtNode(
+        "",
+        { compatible: fdtString(LUO_COMPATIBLE), "liveupdate-number": fdtU64(liveupdateNumber) },
+        [
+          fdtNode("luo-session", {
+            compatible: fdtString(LUO_SESSION_COMPATIBLE),
+            "luo-session-header": fdtU64(this.sessions.head),
+          }),
+          fdtNode("luo-flb", {
+            compatible: fdtString(LUO_FLB_COMPATIBLE),
+            "luo-flb-header": fdtU64(this.flbPage.phys),
+          }),
+        ],
+      ),
       reservations: [],
       bootCpuid: 0,
     });

@@ -28,6 +28,11 @@ import type { FdtNode, FdtReservation, FdtTree } from "./types.js";
 // Names are validated to be ASCII after decoding; latin1 decoding never throws.
 const latin1 = new TextDecoder("latin1");
 
+/** A name for an error message, shortened: a corrupt name can be as long as the blob. */
+function quote(name: string): string {
+  return JSON.stringify(name.length > 40 ? `${name.slice(0, 40)}…` : name);
+}
+
 /** A half-open byte range of the blob. */
 interface Region {
   readonly what: string;
@@ -84,10 +89,7 @@ function checkLayout(h: FdtHeader, blobLength: number): { struct: Region; string
 }
 
 /** Reads the reservation entries; returns them and the block's extent (terminator included). */
-function readReservations(
-  dv: DataView,
-  h: FdtHeader,
-): { reservations: FdtReservation[]; region: Region } {
+function readReservations(dv: DataView, h: FdtHeader): { reservations: FdtReservation[]; region: Region } {
   const reservations: FdtReservation[] = [];
   for (let pos = h.offMemRsvmap; ; pos += FDT_RESERVE_ENTRY_SIZE) {
     if (pos + FDT_RESERVE_ENTRY_SIZE > h.totalSize) {
@@ -98,6 +100,10 @@ function readReservations(
     if (address === 0n && size === 0n) {
       const region = { what: "memory reservation block", start: h.offMemRsvmap, end: pos + 16 };
       return { reservations, region };
+    }
+    if (size === 0n) {
+      // libfdt and dtc stop at any size-0 entry, the spec only at {0, 0}: refuse the ambiguity.
+      throw new FdtError(`reservation entry at 0x${address.toString(16)} has size 0`, pos + 8);
     }
     reservations.push({ address, size });
   }
@@ -139,7 +145,10 @@ class StructReader {
     if (cached !== undefined) return cached;
     const { start, end } = this.strings;
     if (nameoff >= end - start) {
-      throw new FdtError(`property nameoff ${nameoff} is outside the ${end - start}-byte strings block`, at + 8);
+      throw new FdtError(
+        `property nameoff ${nameoff} is outside the ${end - start}-byte strings block`,
+        at + 8,
+      );
     }
     const from = start + nameoff;
     // A valid name is at most 31 bytes: look no further, so scanning stays linear.
@@ -149,7 +158,7 @@ class StructReader {
     }
     const name = latin1.decode(this.blob.subarray(from, nul));
     if (!isValidFdtPropertyName(name)) {
-      throw new FdtError(`invalid property name ${JSON.stringify(name)} at strings offset ${nameoff}`, from);
+      throw new FdtError(`invalid property name ${quote(name)} at strings offset ${nameoff}`, from);
     }
     this.nameCache.set(nameoff, name);
     return name;
@@ -174,11 +183,11 @@ class StructReader {
           const parent = stack[stack.length - 1];
           let path: string;
           if (parent === undefined) {
-            if (name !== "") throw new FdtError(`root node has name ${JSON.stringify(name)}`, pos);
+            if (name !== "") throw new FdtError(`root node has name ${quote(name)}`, pos);
             path = "/";
           } else {
             if (!isValidFdtNodeName(name)) {
-              throw new FdtError(`invalid node name ${JSON.stringify(name)} under ${parent.path}`, pos);
+              throw new FdtError(`invalid node name ${quote(name)} under ${parent.path}`, pos);
             }
             if (parent.childNames.has(name)) {
               throw new FdtError(`duplicate node name "${name}" under ${parent.path}`, pos);
@@ -189,7 +198,8 @@ class StructReader {
             path = parent.path === "/" ? `/${name}` : `${parent.path}/${name}`;
           }
           pos = pos + align4(nul + 1 - pos);
-          if (pos > this.struct.end) throw new FdtError("node name padding runs past the structure block", nul);
+          if (pos > this.struct.end)
+            throw new FdtError("node name padding runs past the structure block", nul);
           const node: FdtNode = { name, props: new Map(), children: [] };
           if (parent === undefined) root = node;
           else {
@@ -205,18 +215,23 @@ class StructReader {
           if (open.node.children.length > 0) {
             throw new FdtError(`property after a subnode in ${open.path}`, at);
           }
-          if (pos + 8 > this.struct.end) throw new FdtError("property header runs past the structure block", at);
+          if (pos + 8 > this.struct.end)
+            throw new FdtError("property header runs past the structure block", at);
           const len = this.dv.getUint32(pos);
           const nameoff = this.dv.getUint32(pos + 4);
           const name = this.propertyName(nameoff, at);
           const value = pos + 8;
           if (len > this.struct.end - value) {
-            throw new FdtError(`property ${open.path}:${name} length ${len} runs past the structure block`, pos);
+            throw new FdtError(
+              `property ${open.path}:${name} length ${len} runs past the structure block`,
+              pos,
+            );
           }
           if (open.node.props.has(name)) throw new FdtError(`duplicate property ${open.path}:${name}`, at);
           open.node.props.set(name, this.blob.slice(value, value + len));
           pos = value + align4(len);
-          if (pos > this.struct.end) throw new FdtError("property padding runs past the structure block", value);
+          if (pos > this.struct.end)
+            throw new FdtError("property padding runs past the structure block", value);
           break;
         }
         case FDT_END_NODE:
@@ -224,7 +239,8 @@ class StructReader {
           break;
         case FDT_END:
           if (root === undefined) throw new FdtError("FDT_END before the root node", at);
-          if (stack.length > 0) throw new FdtError(`FDT_END inside node ${stack[stack.length - 1]?.path}`, at);
+          if (stack.length > 0)
+            throw new FdtError(`FDT_END inside node ${stack[stack.length - 1]?.path}`, at);
           return { root, end: pos };
         default:
           throw new FdtError(`unknown token 0x${token.toString(16)}`, at);
@@ -236,7 +252,9 @@ class StructReader {
 /**
  * Parses and validates a device-tree blob.
  *
- * Accepts blob versions ≥ 16 whose `last_comp_version` is ≤ 17. `blob` may be longer than the
+ * Accepts blob versions ≥ 16 whose `last_comp_version` is ≤ 17. The reservation block ends at
+ * the first `{0, 0}` entry; an entry of size 0 at a non-zero address is rejected (libfdt and dtc
+ * would take it for the terminator). `blob` may be longer than the
  * blob's `totalsize` (e.g. a whole page); bytes past `totalsize` are ignored. Every node and
  * property name must be valid ({@link isValidFdtNodeName}, {@link isValidFdtPropertyName}),
  * names unique among siblings and within a node, properties before subnodes, nesting at most

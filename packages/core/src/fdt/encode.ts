@@ -112,7 +112,7 @@ class Writer {
  * each in the strings block, in order of first use.
  *
  * @param tree - the tree; the root is named `""`, other names must be valid and unique among
- *   siblings, depth at most {@link FDT_MAX_DEPTH}, reservations and `bootCpuid` in range
+ *   siblings, depth at most {@link FDT_MAX_DEPTH}, reservations (size ≥ 1) and `bootCpuid` in range
  * @returns a new buffer holding exactly `totalsize` bytes
  * @throws {@link FdtError} when the tree cannot be represented
  */
@@ -124,8 +124,10 @@ export function encodeFdt(tree: FdtTree): Uint8Array {
   reservations.forEach((r, i) => {
     const ok = (v: unknown): boolean => typeof v === "bigint" && v >= 0n && v <= U64_MAX;
     if (!ok(r.address) || !ok(r.size)) throw new FdtError(`reservation ${i} is out of the u64 range`);
-    if (r.address === 0n && r.size === 0n) {
-      throw new FdtError(`reservation ${i} is {0, 0}, which would terminate the reservation block`);
+    if (r.size === 0n) {
+      throw new FdtError(
+        `reservation ${i} has size 0, which readers take for the end of the reservation block`,
+      );
     }
   });
   if (root.name !== "") throw new FdtError(`root node must be named "", not ${JSON.stringify(root.name)}`);

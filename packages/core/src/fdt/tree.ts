@@ -37,13 +37,15 @@ function isIterable(x: FdtPropsInit): x is Iterable<readonly [string, Uint8Array
  * @throws {@link FdtError} on an invalid or duplicate name or a non-byte value
  */
 export function fdtNode(name: string, props: FdtPropsInit = {}, children: readonly FdtNode[] = []): FdtNode {
-  if (name !== "" && !isValidFdtNodeName(name)) throw new FdtError(`invalid node name ${JSON.stringify(name)}`);
+  if (name !== "" && !isValidFdtNodeName(name))
+    throw new FdtError(`invalid node name ${JSON.stringify(name)}`);
   const map = new Map<string, Uint8Array>();
   const entries = isIterable(props) ? props : Object.entries(props);
   for (const [key, value] of entries) {
     if (!isValidFdtPropertyName(key)) throw new FdtError(`invalid property name ${JSON.stringify(key)}`);
     if (map.has(key)) throw new FdtError(`duplicate property ${JSON.stringify(key)} in node "${name}"`);
-    if (!(value instanceof Uint8Array)) throw new FdtError(`property ${JSON.stringify(key)} is not a Uint8Array`);
+    if (!(value instanceof Uint8Array))
+      throw new FdtError(`property ${JSON.stringify(key)} is not a Uint8Array`);
     map.set(key, value);
   }
   const seen = new Set<string>();
@@ -99,4 +101,3 @@ export function findFdtNode(from: FdtTree | FdtNode, path: string): FdtNode | un
 export function getProp(node: FdtNode, name: string): Uint8Array | undefined {
   return node.props.get(name);
 }
-

@@ -26,7 +26,10 @@ export interface FdtNode {
 export interface FdtReservation {
   /** Physical start address (u64). */
   address: bigint;
-  /** Size in bytes (u64). An entry with both fields zero is the terminator and cannot be stored. */
+  /**
+   * Size in bytes (u64), at least 1: the block's terminator is an entry of size 0 (readers such as
+   * libfdt and dtc stop at any size-0 entry), so a size-0 reservation cannot be stored.
+   */
   size: bigint;
 }
 

@@ -106,7 +106,8 @@ export function readFdtString(input: Uint8Array | undefined, what = "string prop
     throw new FdtError(`${what}: string is not NUL-terminated (${value.length} bytes)`);
   }
   const nul = value.indexOf(0);
-  if (nul !== value.length - 1) throw new FdtError(`${what}: string has a NUL at byte ${nul}, before its end`);
+  if (nul !== value.length - 1)
+    throw new FdtError(`${what}: string has a NUL at byte ${nul}, before its end`);
   return decodeText(value.subarray(0, nul), what);
 }
 

@@ -67,14 +67,16 @@ export class KhoIncoming {
       throw new KernelPanicError(`${what} at ${hex(phys)} (+${length}) lies outside RAM`, phys);
     }
     for (let p = phys & ~BigInt(PAGE_SIZE - 1); p < phys + BigInt(length); p += BigInt(PAGE_SIZE)) {
-      if (!m.isPreserved(p)) throw new KernelPanicError(`${what} at ${hex(phys)} is not in preserved memory`, phys);
+      if (!m.isPreserved(p))
+        throw new KernelPanicError(`${what} at ${hex(phys)} is not in preserved memory`, phys);
     }
     return m.peek(phys, length);
   }
 
   private parse(): void {
     const root = this.root;
-    if (root % BigInt(PAGE_SIZE) !== 0n) throw new KernelPanicError(`KHO root ${hex(root)} is not page aligned`, root);
+    if (root % BigInt(PAGE_SIZE) !== 0n)
+      throw new KernelPanicError(`KHO root ${hex(root)} is not page aligned`, root);
     const head = this.bootRead(root, 40, "KHO root FDT header");
     let total: number;
     try {
@@ -82,7 +84,8 @@ export class KhoIncoming {
     } catch (e) {
       throw new KernelPanicError(`KHO root at ${hex(root)}: ${(e as Error).message}`, root, { cause: e });
     }
-    if (total > KHO_MAX_ROOT_SIZE) throw new KernelPanicError(`KHO root at ${hex(root)} claims ${total} bytes`, root);
+    if (total > KHO_MAX_ROOT_SIZE)
+      throw new KernelPanicError(`KHO root at ${hex(root)} claims ${total} bytes`, root);
     let mapHead: bigint;
     try {
       const tree = decodeFdt(this.bootRead(root, total, "KHO root FDT"));
@@ -104,7 +107,9 @@ export class KhoIncoming {
     if (rootOrder === undefined || PAGE_SIZE << rootOrder < total) {
       throw new KernelPanicError(`KHO root at ${hex(root)} is not covered by the preserved-memory map`, root);
     }
-    this.machine.resetAllocator([...keep].map(([pfn, order]) => ({ phys: BigInt(pfn) << BigInt(PAGE_SHIFT), order })));
+    this.machine.resetAllocator(
+      [...keep].map(([pfn, order]) => ({ phys: BigInt(pfn) << BigInt(PAGE_SHIFT), order })),
+    );
     for (const [pfn, order] of keep) {
       this.ranges.set(pfn, { order, restored: false });
       this.unrestored += 1 << order;
@@ -125,17 +130,24 @@ export class KhoIncoming {
       if (index >= KHO_MAX_MAP_PAGES) {
         throw new KernelPanicError(`preserved-memory map has more than ${KHO_MAX_MAP_PAGES} pages`, page);
       }
-      if (seen.has(page)) throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} forms a cycle`, page);
+      if (seen.has(page))
+        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} forms a cycle`, page);
       seen.add(page);
       if (page % BigInt(PAGE_SIZE) !== 0n) {
-        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} is not page aligned`, page);
+        throw new KernelPanicError(
+          `preserved-memory map page ${index} at ${hex(page)} is not page aligned`,
+          page,
+        );
       }
       const bytes = this.bootRead(page, PAGE_SIZE, `preserved-memory map page ${index}`);
       const dv = new DataView(bytes.buffer, bytes.byteOffset, PAGE_SIZE);
       const next = dv.getBigUint64(0, true);
       const count = dv.getBigUint64(8, true);
       if (count === 0n || count > BigInt(MAP_ENTRIES_PER_PAGE)) {
-        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} has bad count ${count}`, page);
+        throw new KernelPanicError(
+          `preserved-memory map page ${index} at ${hex(page)} has bad count ${count}`,
+          page,
+        );
       }
       for (let j = 0; j < Number(count); j++) {
         const off = MAP_HEADER_SIZE + j * MAP_ENTRY_SIZE;
@@ -147,7 +159,10 @@ export class KhoIncoming {
         }
         const pfn = Number(phys >> BigInt(PAGE_SHIFT));
         if (phys % BigInt(PAGE_SIZE << order) !== 0n || pfn < ramStart || pfn + (1 << order) > ramEnd) {
-          throw new KernelPanicError(`${where}: range ${hex(phys)} order ${order} is misaligned or outside RAM`, page);
+          throw new KernelPanicError(
+            `${where}: range ${hex(phys)} order ${order} is misaligned or outside RAM`,
+            page,
+          );
         }
         for (let p = 0; p < 1 << order; p++) {
           if (!this.machine.isPreserved(BigInt(pfn + p) << BigInt(PAGE_SHIFT))) {
@@ -159,14 +174,18 @@ export class KhoIncoming {
       }
       this.mapPages.push(page);
       if (keep.get(this.pfn(page)) !== 0) {
-        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} does not list itself`, page);
+        throw new KernelPanicError(
+          `preserved-memory map page ${index} at ${hex(page)} does not list itself`,
+          page,
+        );
       }
       page = next;
     }
     // Overlap check on the sorted ranges.
     let end = -1;
     for (const [pfn, order] of [...keep].sort((a, b) => a[0] - b[0])) {
-      if (pfn < end) throw new KernelPanicError(`preserved ranges overlap at ${hex(BigInt(pfn) << BigInt(PAGE_SHIFT))}`);
+      if (pfn < end)
+        throw new KernelPanicError(`preserved ranges overlap at ${hex(BigInt(pfn) << BigInt(PAGE_SHIFT))}`);
       end = pfn + (1 << order);
     }
     return keep;
@@ -175,7 +194,8 @@ export class KhoIncoming {
   /** Physical address of the blob the previous kernel published as `name`. `ENOENT` when absent. */
   getSubtree(name: string): bigint {
     const phys = this.subtrees.get(name);
-    if (phys === undefined) throw new LiveUpdateError("ENOENT", `the previous kernel handed over no "${name}" subtree`);
+    if (phys === undefined)
+      throw new LiveUpdateError("ENOENT", `the previous kernel handed over no "${name}" subtree`);
     return phys;
   }
 
@@ -207,7 +227,10 @@ export class KhoIncoming {
   restore(phys: bigint, order?: number): { order: number; view: Uint8Array } {
     const r = phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(this.pfn(phys)) : undefined;
     if (!r || r.restored) {
-      throw new LiveUpdateError("EINVAL", `${hex(phys)} is not preserved memory handed over by the previous kernel`);
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${hex(phys)} is not preserved memory handed over by the previous kernel`,
+      );
     }
     if (order !== undefined && order !== r.order) {
       throw new LiveUpdateError("EINVAL", `${hex(phys)} was handed over as order ${r.order}, not ${order}`);

@@ -35,7 +35,10 @@ export function orderForSize(size: number): number {
   const pages = Math.ceil(size / PAGE_SIZE);
   const order = Math.ceil(Math.log2(pages));
   if (order > MAX_ORDER) {
-    throw new LiveUpdateError("E2BIG", `cannot preserve ${size} bytes: more than an order-${MAX_ORDER} folio`);
+    throw new LiveUpdateError(
+      "E2BIG",
+      `cannot preserve ${size} bytes: more than an order-${MAX_ORDER} folio`,
+    );
   }
   return order;
 }
@@ -120,7 +123,10 @@ export class Kho {
    */
   addSubtree(name: string, phys: bigint): void {
     if (!/^[A-Za-z0-9,._+-]{1,31}$/.test(name)) {
-      throw new LiveUpdateError("EINVAL", `KHO subtree name ${JSON.stringify(name)} is not a valid node name`);
+      throw new LiveUpdateError(
+        "EINVAL",
+        `KHO subtree name ${JSON.stringify(name)} is not a valid node name`,
+      );
     }
     if (this.subtrees.has(name)) throw new LiveUpdateError("EEXIST", `KHO subtree "${name}" already exists`);
     this.subtrees.set(name, phys);
@@ -141,7 +147,11 @@ export class Kho {
   private rootTree(mapHead: bigint): Uint8Array {
     const children = [...this.subtrees].map(([name, phys]) => fdtNode(name, { fdt: fdtU64(phys) }));
     return encodeFdt({
-      root: fdtNode("", { compatible: fdtString(KHO_COMPATIBLE), "preserved-memory-map": fdtU64(mapHead) }, children),
+      root: fdtNode(
+        "",
+        { compatible: fdtString(KHO_COMPATIBLE), "preserved-memory-map": fdtU64(mapHead) },
+        children,
+      ),
       reservations: [],
       bootCpuid: 0,
     });

@@ -92,7 +92,13 @@ export class LiveUpdate {
       },
       this.flbs,
     );
-    this.svc = { ...services, registry: this.registry, flbs: this.flbs, ids: new PreservedIds(), events: this.events };
+    this.svc = {
+      ...services,
+      registry: this.registry,
+      flbs: this.flbs,
+      ids: new PreservedIds(),
+      events: this.events,
+    };
     ctx.onHalt((e) => {
       this.serializeLock.halt(e);
       this.incoming.lock.halt(e);
@@ -135,7 +141,10 @@ export class LiveUpdate {
     try {
       if (!this.deserialized) this.deserialized = { error: await this.deserialize() };
       const err = this.deserialized.error;
-      if (err) throw new LiveUpdateError("EIO", `incoming live update state failed to load: ${err.message}`, { cause: err });
+      if (err)
+        throw new LiveUpdateError("EIO", `incoming live update state failed to load: ${err.message}`, {
+          cause: err,
+        });
     } catch (e) {
       this.deviceInUse = false;
       throw e;
@@ -196,7 +205,8 @@ export class LiveUpdate {
         const s = this.incoming.get(name);
         if (!s) throw new LiveUpdateError("ENOENT", `no incoming session named "${name}"`);
         return s.mutex.lock(() => {
-          if (s.retrieved) throw new LiveUpdateError("EINVAL", `incoming session "${name}" was already retrieved`);
+          if (s.retrieved)
+            throw new LiveUpdateError("EINVAL", `incoming session "${name}" was already retrieved`);
           s.retrieved = true;
           this.events.emitEvent("session:retrieved", { session: name });
           return s;
@@ -330,7 +340,8 @@ export class LiveUpdate {
         },
       };
     } catch (e) {
-      if (frozen.length > 0) await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
+      if (frozen.length > 0)
+        await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
       this.abi.clear();
       w.release();
       const error = e instanceof LiveUpdateError ? e : new LiveUpdateError("EIO", String(e), { cause: e });

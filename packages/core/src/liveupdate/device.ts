@@ -77,7 +77,8 @@ export class LiveUpdateDevice {
 
   private luo(): LiveUpdate {
     const f = this.proc.file(this.fd);
-    if (!(f instanceof LiveUpdateDeviceFile)) throw new LiveUpdateError("EINVAL", `fd ${this.fd} is not /dev/liveupdate`);
+    if (!(f instanceof LiveUpdateDeviceFile))
+      throw new LiveUpdateError("EINVAL", `fd ${this.fd} is not /dev/liveupdate`);
     return f.luo;
   }
 
@@ -120,7 +121,8 @@ export class SessionHandle {
 
   private target(): SessionFile {
     const f = this.proc.file(this.fd);
-    if (!(f instanceof SessionFile)) throw new LiveUpdateError("EINVAL", `fd ${this.fd} is not a live update session`);
+    if (!(f instanceof SessionFile))
+      throw new LiveUpdateError("EINVAL", `fd ${this.fd} is not a live update session`);
     return f;
   }
 
@@ -189,7 +191,10 @@ Process.prototype.openLiveUpdate = async function openLiveUpdate(this: Process):
 };
 
 /** Registers /dev/liveupdate on a kernel context for `luo`. */
-export function registerLiveUpdateDevice(luo: LiveUpdate, register: (path: string, open: () => Promise<KernelFile>) => void): void {
+export function registerLiveUpdateDevice(
+  luo: LiveUpdate,
+  register: (path: string, open: () => Promise<KernelFile>) => void,
+): void {
   register(LIVEUPDATE_DEVICE_PATH, async () => {
     await luo.openDevice();
     return new LiveUpdateDeviceFile(luo);

@@ -59,7 +59,8 @@ export class LuoFile {
 /** Converts a public token argument to a u64 bigint (`EINVAL` if negative, unsafe or too big). */
 export function toU64(value: bigint | number, what: string): bigint {
   if (typeof value === "number") {
-    if (!Number.isSafeInteger(value) || value < 0) throw new LiveUpdateError("EINVAL", `${what} ${value} is not a u64`);
+    if (!Number.isSafeInteger(value) || value < 0)
+      throw new LiveUpdateError("EINVAL", `${what} ${value} is not a u64`);
     return BigInt(value);
   }
   if (typeof value !== "bigint" || value < 0n || value >= 1n << 64n) {
@@ -117,13 +118,19 @@ export class FileSet {
           const lf = this.files[i]!;
           if (lf.file === file) return lf.token;
         }
-        throw new LiveUpdateError("ENOENT", `the file is not preserved before this one in session "${this.session}"`);
+        throw new LiveUpdateError(
+          "ENOENT",
+          `the file is not preserved before this one in session "${this.session}"`,
+        );
       },
       incomingFile: async (token) => {
         const t = toU64(token, "token");
         const lf = this.byToken.get(t);
         if (!lf || lf.index >= limit) {
-          throw new LiveUpdateError("ENOENT", `no earlier incoming file with token ${t} in session "${this.session}"`);
+          throw new LiveUpdateError(
+            "ENOENT",
+            `no earlier incoming file with token ${t} in session "${this.session}"`,
+          );
         }
         return this.retrieveLocked(lf);
       },
@@ -165,7 +172,11 @@ export class FileSet {
       } catch (e) {
         throw toLiveUpdateError(e, `canPreserve for ${file.description}`);
       }
-      if (!entry) throw new LiveUpdateError("ENOENT", `no handler can preserve ${file.description} (${this.what(token)})`);
+      if (!entry)
+        throw new LiveUpdateError(
+          "ENOENT",
+          `no handler can preserve ${file.description} (${this.what(token)})`,
+        );
       const h = entry.handler;
       try {
         id = h.getId ? h.getId(file) : file;
@@ -211,7 +222,9 @@ export class FileSet {
       try {
         await lf.entry.handler.unpreserve(this.preservedArgs(lf));
       } catch (e) {
-        svc.events.warn(toLiveUpdateError(e, `handler "${lf.compatible}" unpreserve of ${this.what(lf.token)}`));
+        svc.events.warn(
+          toLiveUpdateError(e, `handler "${lf.compatible}" unpreserve of ${this.what(lf.token)}`),
+        );
       }
       await svc.flbs.unpreserveFor(lf.entry.flbs);
       svc.ids.remove(lf.id);
@@ -220,7 +233,11 @@ export class FileSet {
       this.chain!.shrink(this.files.length);
       lf.file!.put();
       lf.file = undefined;
-      svc.events.emitEvent("file:unpreserved", { session: this.session, token: lf.token, compatible: lf.compatible });
+      svc.events.emitEvent("file:unpreserved", {
+        session: this.session,
+        token: lf.token,
+        compatible: lf.compatible,
+      });
     }
     this.chain!.destroy();
   }
@@ -243,7 +260,11 @@ export class FileSet {
           }
           if (typeof data === "bigint") lf.data = data;
         });
-        svc.events.emitEvent("file:frozen", { session: this.session, token: lf.token, compatible: lf.compatible });
+        svc.events.emitEvent("file:frozen", {
+          session: this.session,
+          token: lf.token,
+          compatible: lf.compatible,
+        });
       }
     } catch (e) {
       await this.unfreezeRange(i);
@@ -270,10 +291,16 @@ export class FileSet {
         try {
           await lf.entry.handler.unfreeze?.(this.preservedArgs(lf));
         } catch (e) {
-          this.svc.events.warn(toLiveUpdateError(e, `handler "${lf.compatible}" unfreeze of ${this.what(lf.token)}`));
+          this.svc.events.warn(
+            toLiveUpdateError(e, `handler "${lf.compatible}" unfreeze of ${this.what(lf.token)}`),
+          );
         }
       });
-      this.svc.events.emitEvent("file:unfrozen", { session: this.session, token: lf.token, compatible: lf.compatible });
+      this.svc.events.emitEvent("file:unfrozen", {
+        session: this.session,
+        token: lf.token,
+        compatible: lf.compatible,
+      });
     }
     this.chain!.clear();
   }
@@ -293,7 +320,10 @@ export class FileSet {
       if (!entry) {
         this.files.length = 0;
         this.byToken.clear();
-        throw new LiveUpdateError("ENOENT", `no registered handler for compatible "${r.compatible}" (${this.what(r.token)})`);
+        throw new LiveUpdateError(
+          "ENOENT",
+          `no registered handler for compatible "${r.compatible}" (${this.what(r.token)})`,
+        );
       }
       if (this.byToken.has(r.token)) {
         this.files.length = 0;
@@ -338,7 +368,11 @@ export class FileSet {
         lf.id = undefined;
         this.svc.events.warn(toLiveUpdateError(e, `registering identity of ${this.what(lf.token)}`));
       }
-      this.svc.events.emitEvent("file:retrieved", { session: this.session, token: lf.token, compatible: h.compatible });
+      this.svc.events.emitEvent("file:retrieved", {
+        session: this.session,
+        token: lf.token,
+        compatible: h.compatible,
+      });
       return file;
     });
   }
@@ -368,7 +402,11 @@ export class FileSet {
         } catch (e) {
           throw toLiveUpdateError(e, `handler "${lf.compatible}" canFinish of ${this.what(lf.token)}`);
         }
-        if (!ok) throw new LiveUpdateError("EBUSY", `handler "${lf.compatible}" vetoed finishing ${this.what(lf.token)}`);
+        if (!ok)
+          throw new LiveUpdateError(
+            "EBUSY",
+            `handler "${lf.compatible}" vetoed finishing ${this.what(lf.token)}`,
+          );
       });
     }
     while (this.files.length > 0) {
@@ -377,7 +415,9 @@ export class FileSet {
         try {
           await lf.entry.handler.finish(this.finishArgs(lf));
         } catch (e) {
-          svc.events.warn(toLiveUpdateError(e, `handler "${lf.compatible}" finish of ${this.what(lf.token)}`));
+          svc.events.warn(
+            toLiveUpdateError(e, `handler "${lf.compatible}" finish of ${this.what(lf.token)}`),
+          );
         }
         await svc.flbs.finishFor(lf.entry.flbs);
       });
@@ -388,7 +428,11 @@ export class FileSet {
       }
       this.files.pop();
       this.byToken.delete(lf.token);
-      svc.events.emitEvent("file:finished", { session: this.session, token: lf.token, compatible: lf.compatible });
+      svc.events.emitEvent("file:finished", {
+        session: this.session,
+        token: lf.token,
+        compatible: lf.compatible,
+      });
     }
     this.freeIncomingBlocks();
   }

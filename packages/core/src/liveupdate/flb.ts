@@ -147,7 +147,10 @@ export class FlbManager implements FlbAccess {
         throw new LiveUpdateError("EEXIST", `another FLB with compatible "${flb.compatible}" is registered`);
       }
       if (this.byCompatible.size >= max) {
-        throw new LiveUpdateError("ENOSPC", `cannot register FLB "${flb.compatible}": ${max} FLBs already registered`);
+        throw new LiveUpdateError(
+          "ENOSPC",
+          `cannot register FLB "${flb.compatible}": ${max} FLBs already registered`,
+        );
       }
       st = new FlbState(flb);
       const rec = this.incomingRecords?.get(flb.compatible);
@@ -243,7 +246,8 @@ export class FlbManager implements FlbAccess {
   }
 
   private async retrieveLocked(st: FlbState): Promise<unknown> {
-    if (st.inFinished) throw new LiveUpdateError("ENODATA", `FLB "${st.flb.compatible}" was already finished`);
+    if (st.inFinished)
+      throw new LiveUpdateError("ENODATA", `FLB "${st.flb.compatible}" was already finished`);
     if (st.inRetrieved) return st.inObj;
     if (!this.incoming || !this.incomingRecords) {
       throw new LiveUpdateError("ENODATA", `no FLB data was handed over (FLB "${st.flb.compatible}")`);

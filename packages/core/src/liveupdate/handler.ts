@@ -142,7 +142,9 @@ const REQUIRED = ["canPreserve", "preserve", "unpreserve", "retrieve", "finish"]
  * Validates and freezes a handler definition.
  * Errors: `EINVAL` for a missing required callback or a compatible that is not 1..47 bytes.
  */
-export function defineFileHandler<F extends KernelFile, P = unknown>(spec: FileHandlerSpec<F, P>): FileHandler<F, P> {
+export function defineFileHandler<F extends KernelFile, P = unknown>(
+  spec: FileHandlerSpec<F, P>,
+): FileHandler<F, P> {
   return Object.freeze({ ...spec, compatibleBytes: checkHandlerShape(spec as FileHandlerSpec) });
 }
 

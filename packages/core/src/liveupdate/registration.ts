@@ -90,7 +90,10 @@ export class Registry {
     checkHandlerShape(h);
     await this.quiesce(`register handler "${h.compatible}"`, () => {
       if (this.byCompatible.has(h.compatible)) {
-        throw new LiveUpdateError("EEXIST", `a handler with compatible "${h.compatible}" is already registered`);
+        throw new LiveUpdateError(
+          "EEXIST",
+          `a handler with compatible "${h.compatible}" is already registered`,
+        );
       }
       const entry: RegisteredHandler = { handler: h, flbs: [] };
       this.handlers.push(entry);
@@ -107,7 +110,10 @@ export class Registry {
         throw new LiveUpdateError("ENOENT", `handler "${h.compatible}" is not registered`);
       }
       if (entry.flbs.length > 0) {
-        throw new LiveUpdateError("EBUSY", `handler "${h.compatible}" still has ${entry.flbs.length} FLBs linked`);
+        throw new LiveUpdateError(
+          "EBUSY",
+          `handler "${h.compatible}" still has ${entry.flbs.length} FLBs linked`,
+        );
       }
       this.handlers.splice(this.handlers.indexOf(entry), 1);
       this.byCompatible.delete(h.compatible);
@@ -126,10 +132,16 @@ export class Registry {
     await this.quiesce(`register FLB "${f.compatible}"`, () => {
       const entry = this.entryOf(handler);
       if (!entry) {
-        throw new LiveUpdateError("EINVAL", `cannot link FLB "${f.compatible}": handler "${handler.compatible}" is not registered`);
+        throw new LiveUpdateError(
+          "EINVAL",
+          `cannot link FLB "${f.compatible}": handler "${handler.compatible}" is not registered`,
+        );
       }
       if (entry.flbs.some((s) => s.flb === f)) {
-        throw new LiveUpdateError("EEXIST", `FLB "${f.compatible}" is already linked to handler "${handler.compatible}"`);
+        throw new LiveUpdateError(
+          "EEXIST",
+          `FLB "${f.compatible}" is already linked to handler "${handler.compatible}"`,
+        );
       }
       entry.flbs.push(this.flbs.link(f, FLB_AREA.max));
     });
@@ -142,7 +154,10 @@ export class Registry {
       const entry = this.entryOf(handler);
       const i = entry ? entry.flbs.findIndex((s) => s.flb === f) : -1;
       if (!entry || i < 0) {
-        throw new LiveUpdateError("ENOENT", `FLB "${f.compatible}" is not linked to handler "${handler.compatible}"`);
+        throw new LiveUpdateError(
+          "ENOENT",
+          `FLB "${f.compatible}" is not linked to handler "${handler.compatible}"`,
+        );
       }
       entry.flbs.splice(i, 1);
       this.flbs.unlink(f);

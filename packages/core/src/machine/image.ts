@@ -131,11 +131,7 @@ export async function writeMachineImage(
   let dataLength = 0;
   for (const b of src.blocks) dataLength += PAGE_SIZE << b.order;
   const total =
-    HEADER_SIZE +
-    2 * (SECTION_HEADER_SIZE + SECTION_FOOTER_SIZE) +
-    state.length +
-    dataLength +
-    TRAILER_SIZE;
+    HEADER_SIZE + 2 * (SECTION_HEADER_SIZE + SECTION_FOOTER_SIZE) + state.length + dataLength + TRAILER_SIZE;
 
   const header = Buffer.alloc(HEADER_SIZE);
   header.write(MACHINE_IMAGE_MAGIC, 0, "latin1");
@@ -219,7 +215,8 @@ class Reader {
   }
 
   async readInto(buf: Uint8Array, offset: number, length: number, position: number): Promise<void> {
-    if (position + length > this.size) throw this.fail(`truncated: need ${position + length} bytes, file has ${this.size}`);
+    if (position + length > this.size)
+      throw this.fail(`truncated: need ${position + length} bytes, file has ${this.size}`);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.fh.read(buf, offset + done, length - done, position + done);
@@ -279,8 +276,10 @@ function decodePageState(r: Reader, payload: Buffer, header: ImageHeader): Image
       throw r.fail(`page state entry ${i}: pfn 0x${pfn.toString(16)} is outside RAM`);
     }
     const index = Number(rel);
-    if (index % (1 << order) !== 0) throw r.fail(`page state entry ${i}: pfn 0x${pfn.toString(16)} not aligned to order ${order}`);
-    if (index < next) throw r.fail(`page state entry ${i}: pfn 0x${pfn.toString(16)} overlaps or is out of order`);
+    if (index % (1 << order) !== 0)
+      throw r.fail(`page state entry ${i}: pfn 0x${pfn.toString(16)} not aligned to order ${order}`);
+    if (index < next)
+      throw r.fail(`page state entry ${i}: pfn 0x${pfn.toString(16)} overlaps or is out of order`);
     next = index + (1 << order);
     let preserved: ImageBlock["preserved"];
     if (kind === 0) preserved = "none";
@@ -326,13 +325,17 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     const hb = await r.read(0, HEADER_SIZE);
     const version = hb.readUInt32LE(8);
     if (version !== MACHINE_IMAGE_VERSION) {
-      throw r.fail(`unsupported format version ${version} (this build reads version ${MACHINE_IMAGE_VERSION})`);
+      throw r.fail(
+        `unsupported format version ${version} (this build reads version ${MACHINE_IMAGE_VERSION})`,
+      );
     }
     if (hb.readUInt32LE(60) !== crc32(hb.subarray(0, 60))) throw r.fail("header checksum mismatch");
     const pageSize = hb.readUInt32LE(16);
     if (pageSize !== PAGE_SIZE) throw r.fail(`page size ${pageSize}, this build uses ${PAGE_SIZE}`);
-    if (hb.readUInt32LE(12) !== HEADER_SIZE) throw r.fail(`header size ${hb.readUInt32LE(12)}, expected ${HEADER_SIZE}`);
-    if (hb.readUInt32LE(20) !== SECTION_COUNT) throw r.fail(`${hb.readUInt32LE(20)} sections, expected ${SECTION_COUNT}`);
+    if (hb.readUInt32LE(12) !== HEADER_SIZE)
+      throw r.fail(`header size ${hb.readUInt32LE(12)}, expected ${HEADER_SIZE}`);
+    if (hb.readUInt32LE(20) !== SECTION_COUNT)
+      throw r.fail(`${hb.readUInt32LE(20)} sections, expected ${SECTION_COUNT}`);
     const totalLength = u64(hb, 48);
     if (size < totalLength) throw r.fail(`truncated: ${size} of ${totalLength} bytes`);
     if (size > totalLength) throw r.fail(`${size - totalLength} unexpected bytes after the end of the image`);
@@ -360,8 +363,10 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     const ds = await readSection(r, dataPos, SECTION_PAGE_DATA, "page data");
     let dataLength = 0;
     for (const b of blocks) dataLength += PAGE_SIZE << b.order;
-    if (ds.length !== dataLength) throw r.fail(`page data is ${ds.length} bytes, page state needs ${dataLength}`);
-    if (ds.footerPos + SECTION_FOOTER_SIZE !== size - TRAILER_SIZE) throw r.fail("unexpected bytes before the trailer");
+    if (ds.length !== dataLength)
+      throw r.fail(`page data is ${ds.length} bytes, page state needs ${dataLength}`);
+    if (ds.footerPos + SECTION_FOOTER_SIZE !== size - TRAILER_SIZE)
+      throw r.fail("unexpected bytes before the trailer");
 
     let target: T;
     try {

@@ -13,6 +13,12 @@ export {
   POISON_BYTE,
 } from "./constants.js";
 export { formatSize, parseSize, type MemorySize } from "./size.js";
-export { Machine, type MachineBlock, type MachineOptions, type MachineSaveOptions, type MachineStats } from "./machine.js";
+export {
+  Machine,
+  type MachineBlock,
+  type MachineOptions,
+  type MachineSaveOptions,
+  type MachineStats,
+} from "./machine.js";
 export { MACHINE_IMAGE_MAGIC, MACHINE_IMAGE_VERSION } from "./image.js";
 export { crc32 } from "./crc32.js";

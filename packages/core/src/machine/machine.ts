@@ -2,14 +2,8 @@
 // buddy page allocator, preserved-page marks, checked physical memory access, the kexec scrub,
 // allocator rebuild for the next kernel, the KHO root pointer, and machine image save/load.
 
-import { LiveUpdateError } from "../errors.js";
-import {
-  DEFAULT_RAM_BASE,
-  MAX_ORDER,
-  MAX_ORDER_BYTES,
-  PAGE_SIZE,
-  PHYS_ADDR_LIMIT,
-} from "./constants.js";
+import { ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
+import { DEFAULT_RAM_BASE, MAX_ORDER, MAX_ORDER_BYTES, PAGE_SIZE, PHYS_ADDR_LIMIT } from "./constants.js";
 import { readMachineImage, writeMachineImage, type ImageBlock } from "./image.js";
 import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
 import { PageContents } from "./page-contents.js";
@@ -53,6 +47,12 @@ export interface MachineSaveOptions {
    * image size. Useful for progress reporting (and for tests that interrupt a save).
    */
   onProgress?: (written: number, total: number) => void | Promise<void>;
+  /**
+   * Save the machine as it will look after {@link Machine.scrub}, without changing it: only
+   * preserved pages are stored (a partly preserved block becomes its preserved, naturally aligned
+   * sub-blocks), so after loading every other page reads as poison. Default false.
+   */
+  preservedOnly?: boolean;
 }
 
 const BIG_PAGE_SIZE = BigInt(PAGE_SIZE);
@@ -68,7 +68,10 @@ function physName(phys: unknown): string {
 
 function checkOrder(order: unknown, what: string): number {
   if (typeof order !== "number" || !Number.isInteger(order) || order < 0 || order > MAX_ORDER) {
-    throw new LiveUpdateError("EINVAL", `${what}: order ${String(order)} is not an integer in 0..${MAX_ORDER}`);
+    throw new LiveUpdateError(
+      "EINVAL",
+      `${what}: order ${String(order)} is not an integer in 0..${MAX_ORDER}`,
+    );
   }
   return order;
 }
@@ -170,7 +173,8 @@ export class Machine {
 
   /** RAM offset of `[phys, phys + length)`; EFAULT when outside RAM. */
   #offset(phys: bigint, length: number, what: string): number {
-    if (typeof phys !== "bigint") throw new LiveUpdateError("EINVAL", `${what}: address ${String(phys)} is not a bigint`);
+    if (typeof phys !== "bigint")
+      throw new LiveUpdateError("EINVAL", `${what}: address ${String(phys)} is not a bigint`);
     if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 0) {
       throw new LiveUpdateError("EINVAL", `${what} at ${hex(phys)}: bad length ${String(length)}`);
     }
@@ -257,7 +261,12 @@ export class Machine {
     checkOrder(order, "freePages");
     const off = typeof phys === "bigint" ? Number(phys) - this.#baseNum : NaN;
     const index = off / PAGE_SIZE;
-    if (!(off >= 0 && off < this.memoryBytes && Number.isInteger(index) && this.#alloc.isHead(index, order))) {
+    if (!(
+      off >= 0 &&
+      off < this.memoryBytes &&
+      Number.isInteger(index) &&
+      this.#alloc.isHead(index, order)
+    )) {
       throw new LiveUpdateError(
         "EINVAL",
         `freePages: ${physName(phys)} is not the head of an allocated order-${order} block`,
@@ -507,48 +516,81 @@ export class Machine {
 
   // ---------------------------------------------------------------- image
 
-  #imageBlocks(): ImageBlock[] {
+  #imageBlocks(preservedOnly: boolean): ImageBlock[] {
     const heads = this.#alloc.liveBlocks().sort();
-    const flags = this.#alloc.flags;
-    const orders = this.#alloc.order;
-    return Array.from(heads, (index): ImageBlock => {
-      const order = orders[index]!;
+    const alloc = this.#alloc;
+    const out: ImageBlock[] = [];
+    const keepPreserved = (index: number, order: number): void => {
       const n = 1 << order;
-      const kept = this.#alloc.countPreserved(index, n);
-      if (kept === 0) return { index, order, preserved: "none" };
-      if (kept === n) return { index, order, preserved: "all" };
-      const bitmap = new Uint8Array(Math.max(1, n / 8));
-      for (let i = 0; i < n; i++) if (flags[index + i]! & PG_PRESERVED) bitmap[i >> 3]! |= 1 << (i & 7);
-      return { index, order, preserved: bitmap };
-    });
+      const kept = alloc.countPreserved(index, n);
+      if (kept === n) out.push({ index, order, preserved: "all" });
+      else if (kept !== 0) {
+        keepPreserved(index, order - 1);
+        keepPreserved(index + (n >> 1), order - 1);
+      }
+    };
+    for (const index of heads) {
+      const order = alloc.order[index]!;
+      const n = 1 << order;
+      const kept = alloc.countPreserved(index, n);
+      if (preservedOnly) keepPreserved(index, order);
+      else if (kept === 0) out.push({ index, order, preserved: "none" });
+      else if (kept === n) out.push({ index, order, preserved: "all" });
+      else {
+        const bitmap = new Uint8Array(Math.max(1, n / 8));
+        for (let i = 0; i < n; i++)
+          if (alloc.flags[index + i]! & PG_PRESERVED) bitmap[i >> 3]! |= 1 << (i & 7);
+        out.push({ index, order, preserved: bitmap });
+      }
+    }
+    return out;
   }
 
   /**
    * Writes the machine (RAM size and base, KHO root, allocated blocks with their orders and
    * preserved marks, and the contents of allocated pages) to an image file, atomically replacing
-   * `path` (temporary file in the same directory, fsync, rename). Free pages are not stored.
+   * `path` (temporary file in the same directory, fsync, rename). Free pages are not stored;
+   * with `options.preservedOnly` only preserved pages are.
    * The machine must not be modified while the save is pending.
    *
    * @throws {@link LiveUpdateError} `EBUSY` when allocations, preserved marks or the KHO root
-   *   changed while saving (nothing is written then); the Node.js I/O error when writing fails.
-   *   In every failure case `path` keeps its previous contents.
+   *   changed while saving (nothing is written then); for an I/O failure the Node.js errno
+   *   (`ENOENT`, `ENOSPC`, `EISDIR`, … — `EIO` when it has none in {@link ERRNO}) with the
+   *   original error as `cause`; `EIO` with `cause` when `onProgress` throws. In every failure
+   *   case `path` keeps its previous contents.
    */
   async save(path: string, options: MachineSaveOptions = {}): Promise<void> {
     const generation = this.#generation;
+    try {
+      await this.#save(path, options, generation);
+    } catch (e) {
+      if (e instanceof LiveUpdateError) throw e;
+      const errno = (e as NodeJS.ErrnoException | undefined)?.code;
+      const code: ErrnoCode =
+        errno !== undefined && Object.hasOwn(ERRNO, errno) ? (errno as ErrnoCode) : "EIO";
+      const detail = e instanceof Error ? e.message : String(e);
+      throw new LiveUpdateError(code, `saving machine image ${path} failed: ${detail}`, { cause: e });
+    }
+  }
+
+  async #save(path: string, options: MachineSaveOptions, generation: number): Promise<void> {
     await writeMachineImage(
       path,
       {
         ramSize: this.memoryBytes,
         base: this.base,
         khoRoot: this.#khoRoot,
-        blocks: this.#imageBlocks(),
+        blocks: this.#imageBlocks(options.preservedOnly ?? false),
         ram: this.#ram,
       },
       {
         onProgress: options.onProgress,
         beforeCommit: () => {
           if (this.#generation !== generation) {
-            throw new LiveUpdateError("EBUSY", `machine image ${path}: the machine changed while it was being saved`);
+            throw new LiveUpdateError(
+              "EBUSY",
+              `machine image ${path}: the machine changed while it was being saved`,
+            );
           }
         },
       },
@@ -576,7 +618,8 @@ export class Machine {
       m.#contents.overwrite(b.index, n);
       if (b.preserved === "all") m.#alloc.markPreserved(b.index, n);
       else if (b.preserved instanceof Uint8Array) {
-        for (let i = 0; i < n; i++) if (b.preserved[i >> 3]! & (1 << (i & 7))) m.#alloc.markPreserved(b.index + i, 1);
+        for (let i = 0; i < n; i++)
+          if (b.preserved[i >> 3]! & (1 << (i & 7))) m.#alloc.markPreserved(b.index + i, 1);
       }
     }
     m.#khoRoot = header.khoRoot;

@@ -42,7 +42,10 @@ function toBytes(input: MemorySize): bigint {
   const unit = (unitRaw ?? "").toLowerCase();
   const mult = UNITS[unit];
   if (mult === undefined) {
-    throw invalid(input, `unknown unit "${unitRaw}" (use B, KiB, MiB, GiB or TiB; K, M, G, T are binary too)`);
+    throw invalid(
+      input,
+      `unknown unit "${unitRaw}" (use B, KiB, MiB, GiB or TiB; K, M, G, T are binary too)`,
+    );
   }
   if (hex !== undefined) return BigInt(`0x${hex}`) * mult;
   const whole = BigInt(int ?? "0") * mult;

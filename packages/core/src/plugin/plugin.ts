@@ -89,7 +89,8 @@ export function orderPlugins(plugins: readonly Plugin[]): Plugin[] {
     state.set(p.name, "visiting");
     for (const d of p.dependencies) {
       const dep = byName.get(d);
-      if (!dep) throw new LiveUpdateError("ENOENT", `plugin "${p.name}" depends on "${d}", which is not loaded`);
+      if (!dep)
+        throw new LiveUpdateError("ENOENT", `plugin "${p.name}" depends on "${d}", which is not loaded`);
       visit(dep, [...path, p.name]);
     }
     state.set(p.name, "done");

@@ -94,10 +94,17 @@ export class Kernel {
    * (corrupt handover), `ENOENT`/`ELOOP`/`EEXIST` (plugin dependencies), a plugin's error.
    */
   static async boot(machine: Machine, options: BootOptions = {}): Promise<Kernel> {
-    if (running.has(machine)) throw new LiveUpdateError("EBUSY", "a kernel is already running on this machine");
+    if (running.has(machine))
+      throw new LiveUpdateError("EBUSY", "a kernel is already running on this machine");
     const plugins = orderPlugins(options.plugins ?? []);
     const incoming = KhoIncoming.boot(machine);
-    const kernel = new Kernel(machine, rootContainer.createChildContainer(), incoming, plugins, `kernel#${++bootCounter}`);
+    const kernel = new Kernel(
+      machine,
+      rootContainer.createChildContainer(),
+      incoming,
+      plugins,
+      `kernel#${++bootCounter}`,
+    );
     running.set(machine, kernel);
     for (const p of plugins) {
       try {

@@ -41,7 +41,10 @@ export class TestFile extends KernelFile {
   ) {
     super();
     if (content.length > TEST_FILE_CAPACITY) {
-      throw new LiveUpdateError("EFBIG", `test file ${label}: ${content.length} bytes exceed ${TEST_FILE_CAPACITY}`);
+      throw new LiveUpdateError(
+        "EFBIG",
+        `test file ${label}: ${content.length} bytes exceed ${TEST_FILE_CAPACITY}`,
+      );
     }
     this.content = content.slice();
   }
@@ -57,7 +60,8 @@ export class TestFile extends KernelFile {
 
   override writeAt(offset: number, data: Uint8Array): number {
     const end = offset + data.length;
-    if (end > TEST_FILE_CAPACITY) throw new LiveUpdateError("EFBIG", `${this.description}: write past ${TEST_FILE_CAPACITY}`);
+    if (end > TEST_FILE_CAPACITY)
+      throw new LiveUpdateError("EFBIG", `${this.description}: write past ${TEST_FILE_CAPACITY}`);
     if (end > this.content.length) {
       const grown = new Uint8Array(end);
       grown.set(this.content);
@@ -72,7 +76,8 @@ export class TestFile extends KernelFile {
   }
 
   override truncate(length: number): void {
-    if (length > TEST_FILE_CAPACITY) throw new LiveUpdateError("EFBIG", `${this.description}: size ${length} too big`);
+    if (length > TEST_FILE_CAPACITY)
+      throw new LiveUpdateError("EFBIG", `${this.description}: size ${length} too big`);
     const next = new Uint8Array(length);
     next.set(this.content.subarray(0, length));
     this.content = next;
@@ -151,6 +156,8 @@ export class TestControl {
     this.log.push({ op, key, session, failed: failing });
     if (!failing) return true;
     if (op === "canFinish") return false;
+    // A plain Error on purpose: the core must wrap foreign errors as EIO.
+    // eslint-disable-next-line no-restricted-syntax
     if (f.plain) throw new Error(`injected plain failure in ${op} (${key})`);
     throw new LiveUpdateError(f.code ?? "EIO", `injected failure in ${op} (${key})`);
   }
@@ -186,7 +193,10 @@ export function createTestHandler(control: TestControl): FileHandler<TestFile, u
     retrieve({ incoming, data, token, session }) {
       control.hit("retrieve", token, session.sessionName);
       if (!incoming || !incoming.covers(data, BLOCK_SIZE)) {
-        throw new LiveUpdateError("EINVAL", `test file data 0x${data.toString(16)} is not handed-over memory`);
+        throw new LiveUpdateError(
+          "EINVAL",
+          `test file data 0x${data.toString(16)} is not handed-over memory`,
+        );
       }
       const block = incoming.machine.view(data, BLOCK_SIZE);
       const dv = new DataView(block.buffer, block.byteOffset, 8);

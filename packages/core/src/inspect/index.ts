@@ -1,0 +1,6 @@
+/**
+ * Inspecting a pending handover (the library side of `luo inspect`).
+ *
+ * @module
+ */
+export * from "./inspect.js";

@@ -1,0 +1,125 @@
+/**
+ * Reading a pending handover without booting a kernel: what `luo inspect` shows.
+ *
+ * {@link inspectHandover} takes a machine whose `khoRoot` points at a handover (typically loaded
+ * from an image written by `kexec({ saveTo })`), validates it exactly as the next kernel's early
+ * boot would (so a corrupt handover fails with the same {@link KernelPanicError}), and returns
+ * the sessions, files, FLBs, page counts and the raw FDT blobs. The machine's allocator is
+ * rebuilt as a booting kernel would, so inspect a copy you do not intend to boot.
+ *
+ * @module
+ */
+import { LiveUpdateError } from "../errors.js";
+import { peekFdtHeader } from "../fdt/index.js";
+import { KhoIncoming } from "../kho/index.js";
+import { LUO_KHO_NAME, readLuoHandover } from "../abi/index.js";
+import type { Machine } from "../machine/index.js";
+
+/** One file of an inspected session. */
+export interface InspectedFile {
+  /** Handler compatible. */
+  readonly compatible: string;
+  /** User token. */
+  readonly token: bigint;
+  /** Handler data. */
+  readonly data: bigint;
+}
+
+/** One inspected session. */
+export interface InspectedSession {
+  /** Session name. */
+  readonly name: string;
+  /** Files in preservation order. */
+  readonly files: readonly InspectedFile[];
+}
+
+/** One inspected FLB. */
+export interface InspectedFlb {
+  /** FLB compatible. */
+  readonly compatible: string;
+  /** FLB data. */
+  readonly data: bigint;
+  /** Number of dependent files. */
+  readonly count: bigint;
+}
+
+/** Everything a handover carries, as `luo inspect` reports it. */
+export interface HandoverReport {
+  /** Physical address of the KHO root FDT. */
+  readonly khoRoot: bigint;
+  /** Subtree names published in the KHO root. */
+  readonly subtrees: readonly string[];
+  /** Pages marked preserved on the machine. */
+  readonly preservedPages: number;
+  /** Live-update number the next kernel will report. */
+  readonly liveupdateNumber: bigint;
+  /** Sessions in creation order. */
+  readonly sessions: readonly InspectedSession[];
+  /** FLBs in registration order. */
+  readonly flbs: readonly InspectedFlb[];
+  /** Raw FDT blobs by name (`kho-root`, `luo`). */
+  readonly blobs: Readonly<Record<string, Uint8Array>>;
+}
+
+function blobAt(machine: Machine, phys: bigint): Uint8Array {
+  const size = peekFdtHeader(machine.peek(phys, 40)).totalSize;
+  return machine.peek(phys, size).slice();
+}
+
+/**
+ * Validates and reads the handover of `machine`. Errors: `ENOENT` when no handover is pending,
+ * {@link KernelPanicError} when it is corrupt.
+ */
+export function inspectHandover(machine: Machine): HandoverReport {
+  if (machine.khoRoot === 0n)
+    throw new LiveUpdateError("ENOENT", "the machine has no pending handover (KHO root is 0)");
+  const preservedPages = machine.stats().preservedPages;
+  const kho = KhoIncoming.boot(machine)!;
+  const blobs: Record<string, Uint8Array> = { "kho-root": blobAt(machine, kho.root) };
+  const names = kho.subtreeNames();
+  if (names.includes(LUO_KHO_NAME)) blobs.luo = blobAt(machine, kho.getSubtree(LUO_KHO_NAME));
+  const h = readLuoHandover(kho);
+  return {
+    khoRoot: kho.root,
+    subtrees: names,
+    preservedPages,
+    liveupdateNumber: h?.liveupdateNumber ?? 0n,
+    sessions: (h?.sessions ?? []).map((s) => ({ name: s.name, files: s.files })),
+    flbs: h?.flbs ?? [],
+    blobs,
+  };
+}
+
+const hex = (v: bigint): string => `0x${v.toString(16)}`;
+
+/** Renders a report as the text `luo inspect` prints. */
+export function formatHandoverReport(r: HandoverReport): string {
+  const lines = [
+    `KHO root: ${hex(r.khoRoot)} (subtrees: ${r.subtrees.join(", ") || "none"})`,
+    `preserved pages: ${r.preservedPages}`,
+    `liveupdate-number: ${r.liveupdateNumber}`,
+    `sessions: ${r.sessions.length}`,
+  ];
+  for (const s of r.sessions) {
+    lines.push(`  session ${JSON.stringify(s.name)}: ${s.files.length} file(s)`);
+    for (const f of s.files) lines.push(`    token ${f.token}  ${f.compatible}  data ${hex(f.data)}`);
+  }
+  lines.push(`FLBs: ${r.flbs.length}`);
+  for (const f of r.flbs) lines.push(`  ${f.compatible}  data ${hex(f.data)}  count ${f.count}`);
+  return lines.join("\n");
+}
+
+/** The report as JSON-safe data (bigints as decimal strings, blobs omitted). */
+export function handoverReportJson(r: HandoverReport): unknown {
+  return {
+    khoRoot: hex(r.khoRoot),
+    subtrees: r.subtrees,
+    preservedPages: r.preservedPages,
+    liveupdateNumber: r.liveupdateNumber.toString(),
+    sessions: r.sessions.map((s) => ({
+      name: s.name,
+      files: s.files.map((f) => ({ compatible: f.compatible, token: f.token.toString(), data: hex(f.data) })),
+    })),
+    flbs: r.flbs.map((f) => ({ compatible: f.compatible, data: hex(f.data), count: f.count.toString() })),
+  };
+}
