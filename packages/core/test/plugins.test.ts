@@ -96,12 +96,12 @@ describe("plugins", () => {
     });
     const machine = new Machine({ memory: "8 MiB" });
     const k = await machine.boot({ plugins: [plugin] });
-    const c = k.container.resolve(COUNTER);
+    const c = k.container.resolve<Counter>(COUNTER);
     expect(c.machine).toBe(machine);
     expect(c.kho).toBe(k.kho);
     expect(c.luo).toBe(k.liveupdate);
     const k2 = (await k.kexec())!;
-    expect(k2.container.resolve(COUNTER).kho).toBe(k2.kho); // a fresh container per boot
-    expect(k2.container.resolve(COUNTER).kho).not.toBe(k.kho);
+    expect(k2.container.resolve<Counter>(COUNTER).kho).toBe(k2.kho); // a fresh container per boot
+    expect(k2.container.resolve<Counter>(COUNTER).kho).not.toBe(k.kho);
   });
 });

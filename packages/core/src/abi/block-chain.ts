@@ -113,6 +113,42 @@ export class BlockChain {
     }
   }
 
+  /**
+   * Writes entry `index` in place (the chain must already hold it). Lets a caller whose entries
+   * only ever come and go at the tail write each record when it is added, so the reboot path
+   * only has to set the counts ({@link BlockChain.setCounts}).
+   */
+  writeEntry(index: number, write: EntryWriter): void {
+    const { perBlock, entrySize, what } = this.geometry;
+    const b = Math.floor(index / perBlock);
+    if (index < 0 || b >= this.blocks.length) {
+      throw new LiveUpdateError("ENOSPC", `${what} chain has no slot ${index} (capacity ${this.capacity})`);
+    }
+    write(this.views[b]!, this.blocks[b]!.view, BLOCK_HEADER_SIZE + (index % perBlock) * entrySize, index);
+  }
+
+  /**
+   * Sets every block's count for `count` entries written with {@link BlockChain.writeEntry}
+   * (reboot path). `ENOSPC` if the chain does not have exactly the blocks `count` needs.
+   */
+  setCounts(count: number): void {
+    const { perBlock, what } = this.geometry;
+    if (Math.ceil(count / perBlock) !== this.blocks.length) {
+      throw new LiveUpdateError(
+        "ENOSPC",
+        `${what} chain has ${this.blocks.length} blocks for ${count} entries`,
+      );
+    }
+    for (let b = 0; b < this.blocks.length; b++) {
+      this.views[b]!.setBigUint64(8, BigInt(Math.min(perBlock, count - b * perBlock)), true);
+    }
+  }
+
+  /** Zeroes every block's count (rollback of {@link BlockChain.setCounts}); keeps the entries. */
+  clearCounts(): void {
+    for (const dv of this.views) dv.setBigUint64(8, 0n, true);
+  }
+
   /** Zeroes every entry and count (rollback of a fill); keeps the links. */
   clear(): void {
     for (let b = 0; b < this.blocks.length; b++) {

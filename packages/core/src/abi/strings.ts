@@ -49,3 +49,11 @@ export function readFixedString(view: Uint8Array, offset: number, size: number):
     return undefined;
   }
 }
+
+/**
+ * Writes an already validated session name (1..63 bytes) into a zeroed `char name[64]` slot
+ * without allocating (the reboot path writes hundreds of thousands of them).
+ */
+export function writeSessionName(view: Uint8Array, offset: number, name: string): void {
+  encoder.encodeInto(name, view.subarray(offset, offset + 63));
+}

@@ -31,6 +31,8 @@ function checkOffset(value: number, what: string): void {
 /** A user process: a name, a pid and an fd table. */
 export class Process {
   private readonly fds = new Map<number, KernelFile>();
+  /** No fd below this is free (keeps lowest-free allocation O(1) amortized). */
+  private lowestFree = 0;
   private exited = false;
 
   /**
@@ -65,9 +67,10 @@ export class Process {
   /** Installs `file` at the lowest free fd, consuming one reference the caller owns. */
   installFile(file: KernelFile): number {
     this.check();
-    let fd = 0;
+    let fd = this.lowestFree;
     while (this.fds.has(fd)) fd++;
     this.fds.set(fd, file);
+    this.lowestFree = fd + 1;
     return fd;
   }
 
@@ -82,6 +85,7 @@ export class Process {
   close(fd: number): void {
     const f = this.file(fd);
     this.fds.delete(fd);
+    if (fd < this.lowestFree) this.lowestFree = fd;
     f.put();
   }
 

@@ -173,14 +173,14 @@ export class KhoIncoming {
         keep.set(pfn, order);
       }
       this.mapPages.push(page);
-      if (keep.get(this.pfn(page)) !== 0) {
-        throw new KernelPanicError(
-          `preserved-memory map page ${index} at ${hex(page)} does not list itself`,
-          page,
-        );
-      }
       page = next;
     }
+    // The map must list its own pages (as order-0 ranges), wherever they sort.
+    this.mapPages.forEach((page, index) => {
+      if (keep.get(this.pfn(page)) !== 0) {
+        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} is not listed in the map`, page);
+      }
+    });
     // Overlap check on the sorted ranges.
     let end = -1;
     for (const [pfn, order] of [...keep].sort((a, b) => a[0] - b[0])) {

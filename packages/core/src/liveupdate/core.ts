@@ -20,7 +20,7 @@
  */
 import { LiveUpdateError } from "../errors.js";
 import type { KernelContext, Process } from "../kernel/index.js";
-import { LuoOutgoingAbi, SESSION_SER, type LuoIncomingHandover } from "../abi/index.js";
+import { LuoOutgoingAbi, SESSION_SER, writeSessionName, type LuoIncomingHandover } from "../abi/index.js";
 import { FlbManager } from "./flb.js";
 import { LiveUpdateEvents } from "./events.js";
 import { PreservedIds } from "./preserved-ids.js";
@@ -292,7 +292,7 @@ export class LiveUpdate {
   private async unfreezeSessions(sessions: readonly Session[]): Promise<void> {
     for (let i = sessions.length - 1; i >= 0; i--) {
       const s = sessions[i]!;
-      await s.mutex.lock(() => s.files.unfreeze());
+      if (s.fileCount > 0) await s.mutex.lock(() => s.files.unfreeze());
     }
   }
 
@@ -308,9 +308,11 @@ export class LiveUpdate {
         this.outgoing.lock.write(async () => {
           try {
             for (const s of this.outgoing.values()) {
-              await s.mutex.lock(() => s.files.freeze());
+              // An empty session has nothing to freeze (and the write lock excludes every
+              // session operation), so skip its mutex: this keeps serialization near copy speed.
+              if (s.fileCount > 0) await s.mutex.lock(() => s.files.freeze());
               frozen.push(s);
-              files += s.files.count;
+              files += s.fileCount;
             }
           } catch (e) {
             await this.unfreezeSessions(frozen);
@@ -321,9 +323,11 @@ export class LiveUpdate {
       );
       this.abi.sessions.fill(frozen.length, (dv, bytes, off, i) => {
         const s = frozen[i]!;
-        bytes.set(s.nameBytes, off + SESSION_SER.name);
-        dv.setBigUint64(off + SESSION_SER.files, s.files.head, true);
-        dv.setBigUint64(off + SESSION_SER.nfiles, BigInt(s.files.count), true);
+        writeSessionName(bytes, off + SESSION_SER.name, s.name);
+        if (s.fileCount > 0) {
+          dv.setBigUint64(off + SESSION_SER.files, s.filesHead, true);
+          dv.setBigUint64(off + SESSION_SER.nfiles, BigInt(s.fileCount), true);
+        }
       });
       const flbs = this.flbs.serialize();
       this.abi.writeFlbs(flbs);

@@ -52,6 +52,11 @@ export type LiveUpdateEventMap = {
 
 /** The emitter exposed as `kernel.liveupdate.events`. */
 export class LiveUpdateEvents extends EventEmitter<LiveUpdateEventMap> {
+  /** True when `name` has listeners: hot loops test this before building a payload. */
+  listening(name: LiveUpdateEventName): boolean {
+    return this.listenerCount(name) > 0;
+  }
+
   /** Emits `name` with a timestamp, only if someone listens; listener failures become warnings. */
   emitEvent<K extends LiveUpdateEventName>(name: K, payload: LiveUpdateEventPayloads[K]): void {
     if (this.listenerCount(name) === 0) return;

@@ -6,7 +6,9 @@
  * (`EBADF`) → first handler whose `canPreserve` accepts (`ENOENT`) → identity not owned anywhere
  * (`EBUSY`) → FLB preserve (first user) → handler `preserve`. Any failure unwinds exactly in
  * reverse. Close of the session unpreserves LIFO. Reboot freezes FIFO; a failure unfreezes the
- * files already frozen, FIFO, and clears the blocks.
+ * files already frozen, FIFO, and zeroes the block counts. File records are written into the
+ * pre-grown blocks at preserve time (files only come and go at the tail), so the reboot path
+ * only sets counts and rewrites records whose data `freeze` changed.
  *
  * New kernel. Files are rebuilt from the handover records at the first /dev/liveupdate open
  * (a missing handler is `ENOENT`, which fails the open). RETRIEVE_FD works in any order, is
@@ -43,11 +45,16 @@ export class LuoFile {
     readonly entry: RegisteredHandler,
     readonly token: bigint,
     readonly index: number,
-    session: string,
+    readonly session: string,
     data: bigint,
   ) {
     this.data = data;
-    this.mutex = new LevelMutex(`file ${token} of session "${session}"`, fileLockLevel(index));
+    this.mutex = new LevelMutex(this, fileLockLevel(index));
+  }
+
+  /** `file <token> of session "<name>"`, used in lock messages. */
+  toString(): string {
+    return `file ${this.token} of session "${this.session}"`;
   }
 
   /** The handler's compatible string. */
@@ -90,6 +97,15 @@ export class FileSet {
   ) {
     this.chain = outgoing ? new BlockChain(svc.kho, FILE_BLOCKS) : undefined;
   }
+
+  /** Writes the record of the file at `index`: {compatible, data, token} (SPEC §3). */
+  private readonly writeRecord = (dv: DataView, bytes: Uint8Array, off: number, index: number): void => {
+    const lf = this.files[index]!;
+    bytes.fill(0, off, off + FILE_SER.size);
+    bytes.set(lf.entry.handler.compatibleBytes, off + FILE_SER.compatible);
+    dv.setBigUint64(off + FILE_SER.data, lf.data, true);
+    dv.setBigUint64(off + FILE_SER.token, lf.token, true);
+  };
 
   /** Number of files. */
   get count(): number {
@@ -200,7 +216,9 @@ export class FileSet {
         lf.id = id;
         this.files.push(lf);
         this.byToken.set(token, lf);
-        svc.events.emitEvent("file:preserved", { session: this.session, token, compatible: h.compatible });
+        chain.writeEntry(lf.index, this.writeRecord); // the chain was grown for it above
+        if (svc.events.listening("file:preserved"))
+          svc.events.emitEvent("file:preserved", { session: this.session, token, compatible: h.compatible });
         return lf;
       } catch (e) {
         if (flbsDone) await svc.flbs.unpreserveFor(entry.flbs);
@@ -233,53 +251,59 @@ export class FileSet {
       this.chain!.shrink(this.files.length);
       lf.file!.put();
       lf.file = undefined;
-      svc.events.emitEvent("file:unpreserved", {
-        session: this.session,
-        token: lf.token,
-        compatible: lf.compatible,
-      });
+      if (svc.events.listening("file:unpreserved"))
+        svc.events.emitEvent("file:unpreserved", {
+          session: this.session,
+          token: lf.token,
+          compatible: lf.compatible,
+        });
     }
     this.chain!.destroy();
   }
 
-  /** Reboot: freeze FIFO and write the file records. On failure unfreeze what was frozen. */
+  /**
+   * Reboot: freeze FIFO, then set the block counts. Records were written when each file was
+   * preserved (files only come and go at the tail, so a slot never moves) and are rewritten
+   * only when `freeze` changes a file's data: the blackout does no per-file copying. On failure
+   * unfreeze what was frozen.
+   */
   async freeze(): Promise<void> {
     const { svc } = this;
     let i = 0;
     try {
       for (; i < this.files.length; i++) {
         const lf = this.files[i]!;
-        await lf.mutex.lock(async () => {
-          const freeze = lf.entry.handler.freeze;
-          if (!freeze) return;
-          let data: bigint | void;
-          try {
-            data = await freeze.call(lf.entry.handler, this.preservedArgs(lf));
-          } catch (e) {
-            throw toLiveUpdateError(e, `handler "${lf.compatible}" freeze of ${this.what(lf.token)}`);
-          }
-          if (typeof data === "bigint") lf.data = data;
-        });
-        svc.events.emitEvent("file:frozen", {
-          session: this.session,
-          token: lf.token,
-          compatible: lf.compatible,
-        });
+        const freeze = lf.entry.handler.freeze;
+        // Without a freeze callback there is nothing to protect (the serialize write lock
+        // excludes every other file operation), so skip the mutex on this hot path.
+        if (freeze)
+          await lf.mutex.lock(async () => {
+            let data: bigint | void;
+            try {
+              data = await freeze.call(lf.entry.handler, this.preservedArgs(lf));
+            } catch (e) {
+              throw toLiveUpdateError(e, `handler "${lf.compatible}" freeze of ${this.what(lf.token)}`);
+            }
+            if (typeof data === "bigint" && data !== lf.data) {
+              lf.data = data;
+              this.chain!.writeEntry(lf.index, this.writeRecord);
+            }
+          });
+        if (svc.events.listening("file:frozen"))
+          svc.events.emitEvent("file:frozen", {
+            session: this.session,
+            token: lf.token,
+            compatible: lf.compatible,
+          });
       }
     } catch (e) {
       await this.unfreezeRange(i);
       throw e;
     }
-    const files = this.files;
-    this.chain!.fill(files.length, (dv, bytes, off, index) => {
-      const lf = files[index]!;
-      bytes.set(lf.entry.handler.compatibleBytes, off + FILE_SER.compatible);
-      dv.setBigUint64(off + FILE_SER.data, lf.data, true);
-      dv.setBigUint64(off + FILE_SER.token, lf.token, true);
-    });
+    this.chain!.setCounts(this.files.length);
   }
 
-  /** Reboot rollback: unfreeze every file FIFO and clear the records. */
+  /** Reboot rollback: unfreeze every file FIFO and clear the block counts. */
   async unfreeze(): Promise<void> {
     await this.unfreezeRange(this.files.length);
   }
@@ -296,13 +320,14 @@ export class FileSet {
           );
         }
       });
-      this.svc.events.emitEvent("file:unfrozen", {
-        session: this.session,
-        token: lf.token,
-        compatible: lf.compatible,
-      });
+      if (this.svc.events.listening("file:unfrozen"))
+        this.svc.events.emitEvent("file:unfrozen", {
+          session: this.session,
+          token: lf.token,
+          compatible: lf.compatible,
+        });
     }
-    this.chain!.clear();
+    this.chain!.clearCounts();
   }
 
   /** Physical address of the first file block (0 without files). */
@@ -351,12 +376,13 @@ export class FileSet {
       } catch (e) {
         const err = toLiveUpdateError(e, `handler "${h.compatible}" retrieve of ${this.what(lf.token)}`);
         lf.retrieveStatus = err;
-        this.svc.events.emitEvent("file:retrieve-failed", {
-          session: this.session,
-          token: lf.token,
-          compatible: h.compatible,
-          error: err,
-        });
+        if (this.svc.events.listening("file:retrieve-failed"))
+          this.svc.events.emitEvent("file:retrieve-failed", {
+            session: this.session,
+            token: lf.token,
+            compatible: h.compatible,
+            error: err,
+          });
         throw err;
       }
       lf.file = file;
@@ -368,11 +394,12 @@ export class FileSet {
         lf.id = undefined;
         this.svc.events.warn(toLiveUpdateError(e, `registering identity of ${this.what(lf.token)}`));
       }
-      this.svc.events.emitEvent("file:retrieved", {
-        session: this.session,
-        token: lf.token,
-        compatible: h.compatible,
-      });
+      if (this.svc.events.listening("file:retrieved"))
+        this.svc.events.emitEvent("file:retrieved", {
+          session: this.session,
+          token: lf.token,
+          compatible: h.compatible,
+        });
       return file;
     });
   }
@@ -428,11 +455,12 @@ export class FileSet {
       }
       this.files.pop();
       this.byToken.delete(lf.token);
-      svc.events.emitEvent("file:finished", {
-        session: this.session,
-        token: lf.token,
-        compatible: lf.compatible,
-      });
+      if (svc.events.listening("file:finished"))
+        svc.events.emitEvent("file:finished", {
+          session: this.session,
+          token: lf.token,
+          compatible: lf.compatible,
+        });
     }
     this.freeIncomingBlocks();
   }

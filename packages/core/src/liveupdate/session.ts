@@ -22,30 +22,46 @@ export type SessionState = "live" | "finished" | "stuck" | "closed";
 
 /** One session. */
 export class Session {
-  /** Validated UTF-8 name bytes (as serialized). */
-  readonly nameBytes: Uint8Array;
   /** Protects `retrieved`, `state` and the file set. */
   readonly mutex: LevelMutex;
-  /** The session's files. */
-  readonly files: FileSet;
   /** Incoming only: retrieved by userspace in this boot (never reset). */
   retrieved = false;
   /** Lifecycle state. */
   state: SessionState = "live";
+  private fileSet: FileSet | undefined;
 
   /**
    * @param svc - orchestrator services
-   * @param name - validated name
+   * @param name - the name (validated here: `EINVAL`)
    * @param kind - which list the session belongs to
    */
   constructor(
-    svc: LuoServices,
+    private readonly svc: LuoServices,
     readonly name: string,
     readonly kind: "outgoing" | "incoming",
   ) {
-    this.nameBytes = validateSessionName(name);
-    this.mutex = new LevelMutex(`session "${name}"`, LockLevel.Session);
-    this.files = new FileSet(svc, name, kind === "outgoing");
+    validateSessionName(name);
+    this.mutex = new LevelMutex(this, LockLevel.Session);
+  }
+
+  /** The session's files (created on first use: most sessions of a large handover are empty). */
+  get files(): FileSet {
+    return (this.fileSet ??= new FileSet(this.svc, this.name, this.kind === "outgoing"));
+  }
+
+  /** Number of files, without creating the file set. */
+  get fileCount(): number {
+    return this.fileSet?.count ?? 0;
+  }
+
+  /** Physical address of the first file block (0 without files). */
+  get filesHead(): bigint {
+    return this.fileSet?.head ?? 0n;
+  }
+
+  /** `session "<name>"`, used in lock messages. */
+  toString(): string {
+    return `session "${this.name}"`;
   }
 }
 

@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// `pnpm bench`: scaling of the orchestrator (SPEC §6). For sessions (no files) and for files in
+// one session it times create/preserve, kexec (freeze + serialize), boot + first open
+// (deserialize) and retrieve + finish; prints per-item costs and t(10n)/t(n) ratios, compares
+// serialization with a plain copy of the same handover bytes, and writes
+// bench/results/latest.json. Handlers here do no work of their own so the core is what is timed.
+// Usage: node bench/luo-bench.mjs [--full] [--quick]   (--full adds the 1M-file run)
+import { mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { performance } from "node:perf_hooks";
+import {
+  KernelFile,
+  Machine,
+  defineFileHandler,
+  definePlugin,
+  PAGE_SIZE,
+} from "../packages/core/dist/index.js";
+
+const args = new Set(process.argv.slice(2));
+const quick = args.has("--quick");
+const SESSION_SIZES = quick ? [1000, 10000] : [1000, 10000, 100000, 500000];
+const FILE_SIZES = quick
+  ? [1000, 10000]
+  : args.has("--full")
+    ? [1000, 10000, 100000, 1000000]
+    : [1000, 10000, 100000];
+
+class BenchFile extends KernelFile {
+  description = "benchfile";
+}
+const handler = defineFileHandler({
+  compatible: "bench-v1",
+  canPreserve: (f) => f instanceof BenchFile,
+  preserve: ({ token }) => ({ data: token }),
+  unpreserve() {},
+  retrieve: () => new BenchFile(),
+  finish() {},
+});
+const plugin = definePlugin({ name: "bench", register: (ctx) => ctx.registerFileHandler(handler) });
+
+const now = () => performance.now();
+const gc = () => globalThis.gc?.();
+const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
+let peakRss = 0;
+const sampleRss = () => (peakRss = Math.max(peakRss, rssMiB()));
+
+/** Runs one scenario; returns totals in ns and the handover bytes written. */
+async function scenario(kind, n) {
+  gc();
+  const machine = new Machine({ memory: "1 GiB" });
+  let k = await machine.boot({ plugins: [plugin] });
+  const p = k.spawn("bench");
+  const dev = await p.openLiveUpdate();
+  const heapBefore = process.memoryUsage().heapUsed;
+  const t0 = now();
+  if (kind === "sessions") {
+    for (let i = 0; i < n; i++) await dev.createSession(`session-${i}`);
+  } else {
+    const s = await dev.createSession("files");
+    const files = [];
+    for (let i = 0; i < n; i++) files.push(p.installFile(new BenchFile()));
+    for (let i = 0; i < n; i++) await s.preserveFd(files[i], BigInt(i));
+  }
+  const t1 = now();
+  gc();
+  const heapAfter = process.memoryUsage().heapUsed;
+  sampleRss();
+  let tStart = 0;
+  let tDone = 0;
+  k.liveupdate.events.on("reboot:started", () => (tStart = now()));
+  k.liveupdate.events.on("reboot:done", () => (tDone = now()));
+  const stats0 = machine.stats();
+  k = await k.kexec();
+  const q = k.spawn("bench");
+  const dev2 = await q.openLiveUpdate();
+  const t2 = now();
+  sampleRss();
+  if (kind === "sessions") {
+    for (let i = 0; i < n; i++) {
+      const s = await dev2.retrieveSession(`session-${i}`);
+      await s.finish();
+      await s.close();
+    }
+  } else {
+    const s = await dev2.retrieveSession("files");
+    for (let i = 0; i < n; i++) q.close(await s.retrieveFd(BigInt(i)));
+    await s.finish();
+    await s.close();
+  }
+  const t3 = now();
+  sampleRss();
+  const handoverBytes = stats0.preservedPages * PAGE_SIZE;
+  // A plain copy of the same number of bytes, in the same run.
+  const src = Buffer.alloc(handoverBytes, 1);
+  const dst = Buffer.alloc(handoverBytes);
+  const c0 = now();
+  src.copy(dst);
+  const copyMs = now() - c0;
+  await k.shutdown();
+  const ns = (ms) => Math.round(ms * 1e6);
+  return {
+    n,
+    createNs: ns(t1 - t0),
+    kexecNs: ns(tDone - tStart),
+    bootNs: ns(t2 - tDone),
+    finishNs: ns(t3 - t2),
+    handoverBytes,
+    copyNs: ns(copyMs),
+    heapPerItemBytes: Math.round((heapAfter - heapBefore) / n),
+  };
+}
+
+function table(title, rows) {
+  console.log(`\n${title}`);
+  console.log("       n   create/item   kexec/item   boot/item  finish/item   heap/item   handover");
+  for (const r of rows) {
+    const per = (v) => `${(v / r.n).toFixed(0).padStart(9)} ns`;
+    console.log(
+      `${String(r.n).padStart(8)} ${per(r.createNs)}  ${per(r.kexecNs)} ${per(r.bootNs)} ${per(r.finishNs)} ${String(r.heapPerItemBytes).padStart(8)} B ${(r.handoverBytes / 2 ** 20).toFixed(1).padStart(7)} MiB`,
+    );
+  }
+}
+
+function worstRatio(rows, key) {
+  let worst = 0;
+  for (let i = 1; i < rows.length; i++) {
+    if (rows[i].n !== rows[i - 1].n * 10) continue;
+    worst = Math.max(worst, rows[i][key] / rows[i - 1][key]);
+  }
+  return worst;
+}
+
+const sessions = [];
+for (const n of SESSION_SIZES) sessions.push(await scenario("sessions", n));
+table("sessions (no files)", sessions);
+const files = [];
+for (const n of FILE_SIZES) files.push(await scenario("files", n));
+table("files in one session", files);
+
+// Serialization vs a plain copy of the same bytes, at the largest run of each kind; the worst
+// of the two is the reported figure.
+const largest = [sessions[sessions.length - 1], files[files.length - 1]];
+const ratios = largest.map((r) => ({ n: r.n, handoverBytes: r.handoverBytes, ratio: r.kexecNs / r.copyNs }));
+const worst = ratios.reduce((a, b) => (b.ratio > a.ratio ? b : a));
+const result = {
+  machine: {
+    node: process.version,
+    cpus: os.cpus().length,
+    cpu: os.cpus()[0]?.model,
+    totalMemMiB: Math.round(os.totalmem() / 2 ** 20),
+  },
+  sessions: sessions.map(({ n, createNs, kexecNs, bootNs, finishNs }) => ({
+    n,
+    createNs,
+    kexecNs,
+    bootNs,
+    finishNs,
+  })),
+  files: files.map(({ n, createNs, kexecNs, bootNs, finishNs }) => ({
+    n,
+    createNs,
+    kexecNs,
+    bootNs,
+    finishNs,
+  })),
+  scaling: {
+    sessionsKexec10x: worstRatio(sessions, "kexecNs"),
+    filesKexec10x: worstRatio(files, "kexecNs"),
+    sessionsCreate10x: worstRatio(sessions, "createNs"),
+    filesCreate10x: worstRatio(files, "createNs"),
+    sessionsBoot10x: worstRatio(sessions, "bootNs"),
+    filesBoot10x: worstRatio(files, "bootNs"),
+    sessionsFinish10x: worstRatio(sessions, "finishNs"),
+    filesFinish10x: worstRatio(files, "finishNs"),
+  },
+  serializeVsCopy: worst.ratio,
+  serializeVsCopyRuns: ratios,
+  memoryPerSessionBytes: sessions[sessions.length - 1].heapPerItemBytes,
+  peakRssMiB: Math.round(peakRss),
+};
+console.log("\nscaling t(10n)/t(n), worst (target ≤ 12):", JSON.stringify(result.scaling));
+for (const r of ratios) {
+  console.log(
+    `serialize vs copy at n=${r.n} (${(r.handoverBytes / 2 ** 20).toFixed(1)} MiB): ${r.ratio.toFixed(2)}×`,
+  );
+}
+console.log(`serialize vs copy, worst: ${result.serializeVsCopy.toFixed(2)}× (target ≤ 5)`);
+console.log(
+  `heap per session beyond the handover: ${result.memoryPerSessionBytes} B (target ≤ 1024); peak RSS ${result.peakRssMiB} MiB`,
+);
+mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
+writeFileSync(new URL("./results/latest.json", import.meta.url), JSON.stringify(result, null, 2) + "\n");
+console.log("wrote bench/results/latest.json");
