@@ -11,6 +11,7 @@
  * @module
  */
 import { LiveUpdateError } from "../errors.js";
+import type { Process } from "./process.js";
 
 /** `lseek` whence values. */
 export const SEEK_SET = 0;
@@ -98,6 +99,16 @@ export abstract class KernelFile {
   /** Allocates or punches a range. Default: `EOPNOTSUPP`. */
   fallocate(_mode: number, _offset: number, _length: number): void {
     throw new LiveUpdateError("EOPNOTSUPP", `${this.description} does not support fallocate`);
+  }
+
+  /**
+   * Device-specific control (`ioctl`). `arg` is the user memory the argument points at
+   * (`undefined` = NULL). Default: `ENOTTY`.
+   */
+  ioctl(_proc: Process, cmd: number, _arg: Uint8Array | undefined): Promise<number> {
+    return Promise.reject(
+      new LiveUpdateError("ENOTTY", `${this.description} has no ioctl 0x${cmd.toString(16)}`),
+    );
   }
 
   /** Returns the seals (`F_GET_SEALS`). Default: `EINVAL`. */

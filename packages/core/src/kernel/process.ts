@@ -176,6 +176,11 @@ export class Process {
     throw new LiveUpdateError("EINVAL", `fcntl: unsupported command ${cmd} on fd ${fd}`);
   }
 
+  /** `ioctl(fd, cmd, arg)`: `arg` is the argument's user memory (`undefined` = NULL). `EBADF`, `ENOTTY`, … */
+  async ioctl(fd: number, cmd: number, arg?: Uint8Array): Promise<number> {
+    return this.file(fd).ioctl(this, cmd, arg);
+  }
+
   /** Closes every fd; the process can make no further calls. */
   exit(): void {
     if (this.exited) return;

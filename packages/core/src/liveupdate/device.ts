@@ -15,6 +15,7 @@
 import { LiveUpdateError } from "../errors.js";
 import { KernelFile, Process } from "../kernel/index.js";
 import type { LiveUpdate } from "./core.js";
+import { deviceIoctl, sessionIoctl } from "./ioctl.js";
 import type { Session } from "./session.js";
 
 /** Path of the device node. */
@@ -31,6 +32,11 @@ export class LiveUpdateDeviceFile extends KernelFile {
 
   protected override release(): void {
     this.luo.closeDevice();
+  }
+
+  /** CREATE_SESSION / RETRIEVE_SESSION as raw ioctls (see `deviceIoctl`). */
+  override ioctl(proc: Process, cmd: number, arg: Uint8Array | undefined): Promise<number> {
+    return deviceIoctl(this.luo, proc, cmd, arg, (luo, session) => new SessionFile(luo, session));
   }
 }
 
@@ -61,6 +67,11 @@ export class SessionFile extends KernelFile {
       if (e instanceof LiveUpdateError && e.code !== "ESHUTDOWN") this.luo.events.warn(e);
     });
     this.releaseDone = p;
+  }
+
+  /** The session ioctls as raw ioctls (see `sessionIoctl`). */
+  override ioctl(proc: Process, cmd: number, arg: Uint8Array | undefined): Promise<number> {
+    return sessionIoctl(this.luo, this.session, proc, cmd, arg);
   }
 }
 

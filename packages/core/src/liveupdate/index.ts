@@ -13,4 +13,5 @@ export * from "./services.js";
 export * from "./file.js";
 export * from "./session.js";
 export * from "./core.js";
+export * from "./ioctl.js";
 export * from "./device.js";
