@@ -178,7 +178,10 @@ export class KhoIncoming {
     // The map must list its own pages (as order-0 ranges), wherever they sort.
     this.mapPages.forEach((page, index) => {
       if (keep.get(this.pfn(page)) !== 0) {
-        throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} is not listed in the map`, page);
+        throw new KernelPanicError(
+          `preserved-memory map page ${index} at ${hex(page)} is not listed in the map`,
+          page,
+        );
       }
     });
     // Overlap check on the sorted ranges.
