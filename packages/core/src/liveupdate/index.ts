@@ -15,3 +15,4 @@ export * from "./session.js";
 export * from "./core.js";
 export * from "./ioctl.js";
 export * from "./device.js";
+export * from "./tracer.js";

@@ -1,0 +1,135 @@
+/**
+ * Chrome trace-event output for live-update events (open the JSON in Perfetto or
+ * chrome://tracing).
+ *
+ * A {@link LiveUpdateTracer} listens to one or more kernels' event emitters (attach the next
+ * kernel after a kexec to follow a live update end to end). The reboot becomes a duration slice
+ * (`reboot:started` → `reboot:done`/`reboot:failed`); every other event is an instant event with
+ * its payload as arguments (bigints as decimal strings, errors as their message). Each kernel is
+ * its own "process" row, named after the kernel. Timestamps are microseconds of the events' own
+ * `time` field, so they line up across kernels.
+ *
+ * @module
+ */
+import type { EventBase, LiveUpdateEventName, LiveUpdateEventPayloads, LiveUpdateEvents } from "./events.js";
+
+/** One Chrome trace event. */
+export interface TraceEvent {
+  /** Event name. */
+  readonly name: string;
+  /** Category (the part before the colon, e.g. `file`). */
+  readonly cat: string;
+  /** Phase: `B`/`E` begin/end of a slice, `i` instant, `M` metadata. */
+  readonly ph: "B" | "E" | "i" | "M";
+  /** Microseconds. */
+  readonly ts: number;
+  /** Process id: one per traced kernel. */
+  readonly pid: number;
+  /** Thread id (always 1). */
+  readonly tid: number;
+  /** Instant-event scope (`p`: process). */
+  readonly s?: "p";
+  /** Payload. */
+  readonly args?: Readonly<Record<string, string | number | boolean>>;
+}
+
+/** The JSON object Perfetto and chrome://tracing open. */
+export interface TraceFile {
+  /** Events in recording order. */
+  readonly traceEvents: readonly TraceEvent[];
+  /** Time unit for display. */
+  readonly displayTimeUnit: "ms";
+}
+
+const EVENT_NAMES: readonly LiveUpdateEventName[] = [
+  "session:created",
+  "session:retrieved",
+  "session:closed",
+  "session:finished",
+  "session:stuck",
+  "file:preserved",
+  "file:unpreserved",
+  "file:frozen",
+  "file:unfrozen",
+  "file:retrieved",
+  "file:retrieve-failed",
+  "file:finished",
+  "flb:preserved",
+  "flb:unpreserved",
+  "flb:retrieved",
+  "flb:finished",
+  "reboot:started",
+  "reboot:failed",
+  "reboot:done",
+  "boot:handover",
+  "warning",
+];
+
+function toArgs(payload: object): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [k, v] of Object.entries(payload)) {
+    if (k === "time") continue;
+    if (typeof v === "bigint") out[k] = v.toString();
+    else if (typeof v === "number" || typeof v === "boolean" || typeof v === "string") out[k] = v;
+    else if (v instanceof Error) out[k] = v.message;
+    else out[k] = String(v);
+  }
+  return out;
+}
+
+/** Records live-update events of one or more kernels as Chrome trace events. */
+export class LiveUpdateTracer {
+  private readonly events: TraceEvent[] = [];
+  private readonly detach: Array<() => void> = [];
+  private nextPid = 1;
+
+  /**
+   * Starts recording `emitter` as a new process row named `label` (e.g. the kernel's name).
+   * Returns this tracer for chaining.
+   */
+  attach(emitter: LiveUpdateEvents, label: string): this {
+    const pid = this.nextPid++;
+    this.events.push({
+      name: "process_name",
+      cat: "__metadata",
+      ph: "M",
+      ts: 0,
+      pid,
+      tid: 1,
+      args: { name: label },
+    });
+    for (const name of EVENT_NAMES) {
+      const listener = (e: LiveUpdateEventPayloads[typeof name] & EventBase): void => {
+        const ts = Math.round(e.time * 1000);
+        const args = toArgs(e);
+        const cat = name.split(":")[0]!;
+        if (name === "reboot:started")
+          this.events.push({ name: "reboot", cat, ph: "B", ts, pid, tid: 1, args });
+        else if (name === "reboot:done" || name === "reboot:failed") {
+          this.events.push({
+            name: "reboot",
+            cat,
+            ph: "E",
+            ts,
+            pid,
+            tid: 1,
+            args: { ...args, outcome: name },
+          });
+        } else this.events.push({ name, cat, ph: "i", s: "p", ts, pid, tid: 1, args });
+      };
+      emitter.on(name, listener);
+      this.detach.push(() => emitter.off(name, listener));
+    }
+    return this;
+  }
+
+  /** Stops listening to every attached emitter (the recorded events stay). */
+  stop(): void {
+    for (const d of this.detach.splice(0)) d();
+  }
+
+  /** The recorded trace, ready for `JSON.stringify`. */
+  toJSON(): TraceFile {
+    return { traceEvents: [...this.events], displayTimeUnit: "ms" };
+  }
+}
