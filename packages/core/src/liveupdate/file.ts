@@ -38,8 +38,7 @@ export class LuoFile {
   retrieveStatus: RetrieveStatus = 0;
   /** Identity in the double-preservation registry, while registered. */
   id: unknown;
-  /** Protects retrieve status, file and data. */
-  readonly mutex: LevelMutex;
+  private lock: LevelMutex | undefined;
 
   constructor(
     readonly entry: RegisteredHandler,
@@ -49,7 +48,11 @@ export class LuoFile {
     data: bigint,
   ) {
     this.data = data;
-    this.mutex = new LevelMutex(this, fileLockLevel(index));
+  }
+
+  /** Protects retrieve status, file and data (created on first use: most files never need it). */
+  get mutex(): LevelMutex {
+    return (this.lock ??= new LevelMutex(this, fileLockLevel(this.index)));
   }
 
   /** `file <token> of session "<name>"`, used in lock messages. */
@@ -79,6 +82,8 @@ export function toU64(value: bigint | number, what: string): bigint {
 /** The files of one session, in preservation order. */
 export class FileSet {
   private readonly files: LuoFile[] = [];
+  /** Files whose handler has a `freeze` callback: when 0 (and nobody listens) reboot skips the walk. */
+  private withFreeze = 0;
   private readonly byToken = new Map<bigint, LuoFile>();
   /** Outgoing: the block chain of file records. */
   readonly chain: BlockChain | undefined;
@@ -216,6 +221,7 @@ export class FileSet {
         lf.id = id;
         this.files.push(lf);
         this.byToken.set(token, lf);
+        if (h.freeze) this.withFreeze++;
         chain.writeEntry(lf.index, this.writeRecord); // the chain was grown for it above
         if (svc.events.listening("file:preserved"))
           svc.events.emitEvent("file:preserved", { session: this.session, token, compatible: h.compatible });
@@ -248,6 +254,7 @@ export class FileSet {
       svc.ids.remove(lf.id);
       this.files.pop();
       this.byToken.delete(lf.token);
+      if (lf.entry.handler.freeze) this.withFreeze--;
       this.chain!.shrink(this.files.length);
       lf.file!.put();
       lf.file = undefined;
@@ -306,6 +313,7 @@ export class FileSet {
    */
   private skipWithoutFreeze(from: number): number {
     const files = this.files;
+    if (this.withFreeze === 0 && !this.svc.events.listening("file:frozen")) return files.length;
     let i = from;
     for (; i < files.length; i++) {
       const lf = files[i]!;

@@ -4,10 +4,11 @@
  * A session is a named group of preserved files. Outgoing sessions are created by userspace in
  * this kernel and serialized at reboot; incoming sessions come from the previous kernel, are
  * retrieved once by name, and are finished (explicitly or by closing their fd). Names are 1..63
- * UTF-8 bytes without NUL (`EINVAL`), unique within each list (`EEXIST`) — an outgoing session
- * may reuse an incoming name. Lookup is a `Map`, O(1), and the map's insertion order is the
- * creation (or handover) order that serialization follows. Each list has a reader-writer lock for
- * membership and, for the outgoing list, the session block chain that grows with it.
+ * UTF-8 bytes without NUL or lone surrogates (`EINVAL`), unique within each list (`EEXIST`) — an
+ * outgoing session may reuse an incoming name. Lookup is a `Map`, O(1), and the map's insertion
+ * order is the creation (or handover) order that serialization follows. Each list has a
+ * reader-writer lock for membership and, for the outgoing list, the session block chain that
+ * grows with it.
  *
  * @module
  */
@@ -65,8 +66,18 @@ export class Session {
   }
 }
 
-/** Validates a session name (1..63 UTF-8 bytes, no NUL) and returns its bytes. `EINVAL` otherwise. */
+/** A lone UTF-16 surrogate: it has no UTF-8 form (TextEncoder would write U+FFFD instead). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Validates a session name (1..63 UTF-8 bytes, no NUL, no lone surrogate) and returns its bytes.
+ * `EINVAL` otherwise. A lone surrogate is refused because two different JS names would otherwise
+ * be handed over as the same bytes, and the next kernel's first open would fail.
+ */
 export function validateSessionName(name: string): Uint8Array {
+  if (typeof name === "string" && LONE_SURROGATE.test(name)) {
+    throw new LiveUpdateError("EINVAL", `session name ${JSON.stringify(name)} is not valid Unicode`);
+  }
   return encodeFixedString(name, SESSION_NAME_SIZE, "session name");
 }
 

@@ -7,3 +7,4 @@
 import "reflect-metadata";
 
 export * from "./test-handler.js";
+export * from "./conformance.js";
