@@ -104,12 +104,6 @@ export class LiveUpdate {
       this.incoming.lock.halt(e);
       this.outgoing.lock.halt(e);
     });
-    if (handover) {
-      this.events.emitEvent("boot:handover", {
-        liveupdateNumber: handover.liveupdateNumber,
-        sessions: handover.sessions.length,
-      });
-    }
   }
 
   /** Number of live updates this machine went through before this kernel (0 on a cold boot). */
@@ -159,6 +153,11 @@ export class LiveUpdate {
   private async deserialize(): Promise<LiveUpdateError | undefined> {
     const h = this.handover;
     if (!h) return undefined;
+    // Emitted here, not at construction: nobody can listen to a kernel before boot returns it.
+    this.events.emitEvent("boot:handover", {
+      liveupdateNumber: h.liveupdateNumber,
+      sessions: h.sessions.length,
+    });
     let error: LiveUpdateError | undefined;
     try {
       await this.incoming.lock.write(() => {
@@ -219,7 +218,16 @@ export class LiveUpdate {
     if (s.kind !== kind) {
       throw new LiveUpdateError("EINVAL", `${op} needs an ${kind} session; "${s.name}" is ${s.kind}`);
     }
-    if (s.state === "closed") throw new LiveUpdateError("EBADF", `session "${s.name}" is closed`);
+  }
+
+  /**
+   * Under the session mutex: the session must not be closing, closed or stuck (its fd is gone).
+   * Checked inside the mutex so an operation queued behind a close cannot commit after it.
+   */
+  private requireOpen(s: Session): void {
+    if (s.state === "closing" || s.state === "closed" || s.state === "stuck") {
+      throw new LiveUpdateError("EBADF", `session "${s.name}" is closed`);
+    }
   }
 
   /** PRESERVE_FD. Errors in SPEC §2.3 order: `EINVAL` (kind/token), `EEXIST`, `EBADF`, `ENOENT`, `EBUSY`. */
@@ -228,7 +236,10 @@ export class LiveUpdate {
     const t = toU64(token, "token");
     await this.serializeLock.read(async () => {
       this.requireKind(s, "outgoing", "PRESERVE_FD");
-      await s.mutex.lock(() => s.files.preserve(proc, fd, t));
+      await s.mutex.lock(() => {
+        this.requireOpen(s);
+        return s.files.preserve(proc, fd, t);
+      });
     });
   }
 
@@ -238,7 +249,10 @@ export class LiveUpdate {
     const t = toU64(token, "token");
     return this.serializeLock.read(async () => {
       this.requireKind(s, "incoming", "RETRIEVE_FD");
-      return s.mutex.lock(() => s.files.retrieve(t));
+      return s.mutex.lock(() => {
+        this.requireOpen(s);
+        return s.files.retrieve(t);
+      });
     });
   }
 
@@ -248,6 +262,7 @@ export class LiveUpdate {
     await this.serializeLock.read(async () => {
       this.requireKind(s, "incoming", "FINISH");
       await s.mutex.lock(async () => {
+        this.requireOpen(s);
         await s.files.finish();
         s.state = "finished";
       });
@@ -268,20 +283,26 @@ export class LiveUpdate {
   async releaseSession(s: Session): Promise<void> {
     this.ctx.assertRunning();
     await this.serializeLock.read(async () => {
-      if (s.kind === "outgoing") {
-        await s.mutex.lock(() => s.files.unpreserveAll());
-        await this.outgoing.lock.write(() => this.outgoing.remove(s));
-      } else {
+      // Mark the session closing inside its mutex, before any teardown, so operations queued
+      // behind this close fail with EBADF instead of committing to a session that is going away.
+      await s.mutex.lock(async () => {
+        this.requireOpen(s);
+        s.state = "closing";
+        if (s.kind === "outgoing") {
+          if (s.fileCount > 0) await s.files.unpreserveAll();
+          return;
+        }
         try {
-          await s.mutex.lock(() => s.files.finish());
+          if (s.fileCount > 0) await s.files.finish();
         } catch (e) {
           s.state = "stuck";
           const error = e as LiveUpdateError;
           this.events.emitEvent("session:stuck", { session: s.name, error });
           throw e;
         }
-        await this.incoming.lock.write(() => this.incoming.remove(s));
-      }
+      });
+      const list = s.kind === "outgoing" ? this.outgoing : this.incoming;
+      await list.lock.write(() => list.remove(s));
       s.state = "closed";
       this.events.emitEvent("session:closed", { session: s.name, kind: s.kind });
     });

@@ -19,7 +19,7 @@ import { LevelMutex, LevelRwLock, LockLevel } from "./locks.js";
 import type { LuoServices } from "./services.js";
 
 /** Incoming session states (outgoing sessions are always `live` until closed). */
-export type SessionState = "live" | "finished" | "stuck" | "closed";
+export type SessionState = "live" | "finished" | "stuck" | "closing" | "closed";
 
 /** One session. */
 export class Session {
