@@ -31,6 +31,7 @@ describe("LiveUpdateTracer", () => {
       "1:i:file:frozen",
       "1:E:reboot",
       "2:M:process_name",
+      "2:i:boot:handover",
       "2:i:session:retrieved",
       "2:i:file:retrieved",
       "2:i:flb:retrieved",

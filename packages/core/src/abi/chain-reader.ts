@@ -4,8 +4,10 @@
  *
  * Every block must be a handed-over range of exactly the chain's block size; the walk rejects a
  * cycle, more than {@link LUO_MAX_BLOCKS} blocks, a block whose count is 0 or above the per-block
- * maximum, and an address outside preserved memory — each as a {@link KernelPanicError} naming
- * the chain, the block index and its physical address. Nothing outside preserved memory is read.
+ * maximum, an address outside preserved memory, and a block already claimed by another chain
+ * read with the same `claimed` map (two chains sharing a block would free it twice) — each as a
+ * {@link KernelPanicError} naming the chain, the block index and its physical address. Nothing
+ * outside preserved memory is read.
  *
  * @module
  */
@@ -35,7 +37,9 @@ const hex = (p: bigint): string => `0x${p.toString(16)}`;
 
 /**
  * Walks the chain starting at `head` (0 = empty) and decodes every entry with `read`.
- * `label` names the chain in panic messages (e.g. `file chain of session "vm-0"`).
+ * `label` names the chain in panic messages (e.g. `file chain of session "vm-0"`). `claimed`
+ * (block address → label of the chain that holds it) is shared by the chains of one handover:
+ * a block already in it is a panic, and this chain's blocks are added to it.
  */
 export function readChain<T>(
   kho: KhoIncoming,
@@ -43,6 +47,7 @@ export function readChain<T>(
   geometry: BlockGeometry,
   label: string,
   read: EntryReader<T>,
+  claimed: Map<bigint, string> = new Map(),
 ): ReadChain<T> {
   const entries: T[] = [];
   const blocks: bigint[] = [];
@@ -51,9 +56,11 @@ export function readChain<T>(
   for (let block = head, index = 0; block !== 0n; index++) {
     const where = `${label}: block ${index} at ${hex(block)}`;
     if (index >= LUO_MAX_BLOCKS)
-      throw new KernelPanicError(`${label} has more than ${LUO_MAX_BLOCKS} blocks`, block);
+      throw new KernelPanicError(`${label} has more than ${LUO_MAX_BLOCKS} blocks (${where})`, block);
     if (seen.has(block)) throw new KernelPanicError(`${where} closes a cycle`, block);
     seen.add(block);
+    const owner = claimed.get(block);
+    if (owner !== undefined) throw new KernelPanicError(`${where} is also in the ${owner}`, block);
     if (
       kho.orderOf(block) === undefined ||
       !kho.covers(block, size) ||
@@ -71,6 +78,7 @@ export function readChain<T>(
       entries.push(read(dv, bytes, BLOCK_HEADER_SIZE + j * geometry.entrySize, entries.length, block));
     }
     blocks.push(block);
+    claimed.set(block, label);
     block = dv.getBigUint64(0, true);
   }
   return { entries, blocks };

@@ -53,7 +53,7 @@ function geometry(what: string, pages: number, entrySize: number): BlockGeometry
   };
 }
 
-/** Session blocks: 16 pages, 818 sessions each. */
+/** Session blocks: 16 pages, (65536 − 16) / 80 = 819 sessions each (SPEC §3 says 818: an arithmetic slip). */
 export const SESSION_BLOCKS = geometry("session", 16, SESSION_SER.size);
 /** File blocks: 2 pages, 127 files each. */
 export const FILE_BLOCKS = geometry("file", 2, FILE_SER.size);

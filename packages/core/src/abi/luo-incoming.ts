@@ -4,9 +4,10 @@
  * Early boot calls {@link readLuoHandover} with the KHO handover. It checks the LUO FDT
  * (compatible strings, property sizes), walks the session chain and every session's file chain,
  * and the FLB page, and returns plain records rebuilt from those bytes. Any inconsistency — a bad
- * string, a file count that disagrees with the chain, an address outside preserved memory, a bad
- * block — is a {@link KernelPanicError} naming the location. The LUO FDT and FLB pages are freed
- * once read; session blocks are freed by the orchestrator after deserialization and each
+ * string, a file count that disagrees with the chain, an address outside preserved memory (the
+ * LUO FDT and the FLB page must each be one handed-over page), a bad block, a block shared by two
+ * chains — is a {@link KernelPanicError} naming the location. The LUO FDT and FLB pages are
+ * freed once read; session blocks are freed by the orchestrator after deserialization and each
  * session's file blocks when it finishes (the kernel's order).
  *
  * @module
@@ -86,7 +87,7 @@ function panicOnFdt<T>(what: string, phys: bigint, fn: () => T): T {
 }
 
 function checkCompatible(node: FdtNode, expected: string, what: string, phys: bigint): void {
-  const c = readFdtString(getProp(node, "compatible"));
+  const c = readFdtString(getProp(node, "compatible"), `${what} compatible`);
   if (c !== expected) {
     throw new KernelPanicError(
       `${what} at ${hex(phys)} is ${JSON.stringify(c)}, expected "${expected}"`,
@@ -107,26 +108,36 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
     if (e instanceof LiveUpdateError && e.code === "ENOENT") return undefined;
     throw e;
   }
-  if (!kho.covers(fdtPhys, PAGE_SIZE))
-    throw new KernelPanicError(`LUO FDT ${hex(fdtPhys)} is not preserved`, fdtPhys);
+  if (kho.orderOf(fdtPhys) !== 0 || !kho.covers(fdtPhys, PAGE_SIZE))
+    throw new KernelPanicError(`LUO FDT ${hex(fdtPhys)} is not a preserved page`, fdtPhys);
   const page = kho.machine.view(fdtPhys, PAGE_SIZE);
   const { liveupdateNumber, sessionHead, flbHead } = panicOnFdt("LUO FDT", fdtPhys, () => {
-    if (peekFdtHeader(page).totalSize > PAGE_SIZE)
-      throw new KernelPanicError(`LUO FDT is larger than a page`, fdtPhys);
+    const size = peekFdtHeader(page).totalSize;
+    if (size > PAGE_SIZE)
+      throw new KernelPanicError(
+        `LUO FDT at ${hex(fdtPhys)} claims ${size} bytes, more than a page`,
+        fdtPhys,
+      );
     const tree = decodeFdt(page);
     checkCompatible(tree.root, LUO_COMPATIBLE, "LUO FDT", fdtPhys);
     const session = tree.root.children.find((c) => c.name === "luo-session");
     const flb = tree.root.children.find((c) => c.name === "luo-flb");
-    if (!session || !flb) throw new KernelPanicError(`LUO FDT lacks /luo-session or /luo-flb`, fdtPhys);
+    if (!session || !flb) {
+      const missing = session ? "/luo-flb" : "/luo-session";
+      throw new KernelPanicError(`LUO FDT at ${hex(fdtPhys)} lacks ${missing}`, fdtPhys);
+    }
     checkCompatible(session, LUO_SESSION_COMPATIBLE, "/luo-session", fdtPhys);
     checkCompatible(flb, LUO_FLB_COMPATIBLE, "/luo-flb", fdtPhys);
     return {
-      liveupdateNumber: readFdtU64(getProp(tree.root, "liveupdate-number")),
-      sessionHead: readFdtU64(getProp(session, "luo-session-header")),
-      flbHead: readFdtU64(getProp(flb, "luo-flb-header")),
+      liveupdateNumber: readFdtU64(getProp(tree.root, "liveupdate-number"), "/liveupdate-number"),
+      sessionHead: readFdtU64(getProp(session, "luo-session-header"), "/luo-session/luo-session-header"),
+      flbHead: readFdtU64(getProp(flb, "luo-flb-header"), "/luo-flb/luo-flb-header"),
     };
   });
 
+  // Every block belongs to exactly one chain: two sessions sharing a file block would free it
+  // twice when they finish.
+  const claimed = new Map<bigint, string>();
   const sessionChain = readChain(
     kho,
     sessionHead,
@@ -144,26 +155,39 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
         name,
         files: dv.getBigUint64(off + SESSION_SER.files, true),
         nfiles: dv.getBigUint64(off + SESSION_SER.nfiles, true),
+        index: i,
+        block,
       };
     },
+    claimed,
   );
 
   const sessions = sessionChain.entries.map((s): IncomingSessionRecord => {
     const label = `file chain of session ${JSON.stringify(s.name)}`;
-    const chain = readChain(kho, s.files, FILE_BLOCKS, label, (dv, bytes, off, i, block) => {
-      const compatible = readFixedString(bytes, off + FILE_SER.compatible, COMPATIBLE_SIZE);
-      if (compatible === undefined) {
-        throw new KernelPanicError(`${label}: file ${i} in block ${hex(block)} has a bad compatible`, block);
-      }
-      return {
-        compatible,
-        data: dv.getBigUint64(off + FILE_SER.data, true),
-        token: dv.getBigUint64(off + FILE_SER.token, true),
-      };
-    });
+    const chain = readChain(
+      kho,
+      s.files,
+      FILE_BLOCKS,
+      label,
+      (dv, bytes, off, i, block) => {
+        const compatible = readFixedString(bytes, off + FILE_SER.compatible, COMPATIBLE_SIZE);
+        if (compatible === undefined) {
+          throw new KernelPanicError(
+            `${label}: file ${i} in block ${hex(block)} has a bad compatible`,
+            block,
+          );
+        }
+        return {
+          compatible,
+          data: dv.getBigUint64(off + FILE_SER.data, true),
+          token: dv.getBigUint64(off + FILE_SER.token, true),
+        };
+      },
+      claimed,
+    );
     if (BigInt(chain.entries.length) !== s.nfiles) {
       throw new KernelPanicError(
-        `${label} holds ${chain.entries.length} files, the session says ${s.nfiles}`,
+        `${label} at ${hex(s.files)} holds ${chain.entries.length} files, session ${s.index} in block ${hex(s.block)} says ${s.nfiles}`,
         s.files,
       );
     }
@@ -172,7 +196,7 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
 
   const flbs: IncomingFlbRecord[] = [];
   if (flbHead !== 0n) {
-    if (!kho.covers(flbHead, PAGE_SIZE * FLB_AREA.pages)) {
+    if (kho.orderOf(flbHead) !== 0 || !kho.covers(flbHead, PAGE_SIZE * FLB_AREA.pages)) {
       throw new KernelPanicError(`FLB page ${hex(flbHead)} is not preserved`, flbHead);
     }
     const bytes = kho.machine.view(flbHead, PAGE_SIZE);
@@ -188,7 +212,8 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
       if (compatible === undefined)
         throw new KernelPanicError(`FLB record ${i} at ${hex(flbHead)} has a bad name`, flbHead);
       const c = dv.getBigUint64(off + FLB_SER.count, true);
-      if (c === 0n) throw new KernelPanicError(`FLB record ${i} (${compatible}) has count 0`, flbHead);
+      if (c === 0n)
+        throw new KernelPanicError(`FLB record ${i} (${compatible}) at ${hex(flbHead)} has count 0`, flbHead);
       flbs.push({ compatible, data: dv.getBigUint64(off + FLB_SER.data, true), count: c });
     }
     kho.restoreFree(flbHead);

@@ -12,7 +12,7 @@
  * @module
  */
 import { FdtError, KernelPanicError, LiveUpdateError } from "../errors.js";
-import { decodeFdt, findFdtNode, getProp, readFdtString, readFdtU64, peekFdtHeader } from "../fdt/index.js";
+import { decodeFdt, getProp, readFdtString, readFdtU64, peekFdtHeader } from "../fdt/index.js";
 import { MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, type Machine } from "../machine/index.js";
 import {
   KHO_COMPATIBLE,
@@ -89,15 +89,14 @@ export class KhoIncoming {
     let mapHead: bigint;
     try {
       const tree = decodeFdt(this.bootRead(root, total, "KHO root FDT"));
-      const compatible = readFdtString(getProp(tree.root, "compatible"));
+      const compatible = readFdtString(getProp(tree.root, "compatible"), "/compatible");
       if (compatible !== KHO_COMPATIBLE) {
         throw new FdtError(`compatible is ${JSON.stringify(compatible)}, expected "${KHO_COMPATIBLE}"`);
       }
-      mapHead = readFdtU64(getProp(tree.root, "preserved-memory-map"));
+      mapHead = readFdtU64(getProp(tree.root, "preserved-memory-map"), "/preserved-memory-map");
       for (const child of tree.root.children) {
-        this.subtrees.set(child.name, readFdtU64(getProp(child, "fdt")));
+        this.subtrees.set(child.name, readFdtU64(getProp(child, "fdt"), `/${child.name}/fdt`));
       }
-      void findFdtNode;
     } catch (e) {
       if (e instanceof KernelPanicError) throw e;
       throw new KernelPanicError(`KHO root at ${hex(root)}: ${(e as Error).message}`, root, { cause: e });
@@ -128,7 +127,10 @@ export class KhoIncoming {
     const ramEnd = ramStart + this.machine.memoryBytes / PAGE_SIZE;
     for (let page = head, index = 0; page !== 0n; index++) {
       if (index >= KHO_MAX_MAP_PAGES) {
-        throw new KernelPanicError(`preserved-memory map has more than ${KHO_MAX_MAP_PAGES} pages`, page);
+        throw new KernelPanicError(
+          `preserved-memory map has more than ${KHO_MAX_MAP_PAGES} pages (page ${index} at ${hex(page)})`,
+          page,
+        );
       }
       if (seen.has(page))
         throw new KernelPanicError(`preserved-memory map page ${index} at ${hex(page)} forms a cycle`, page);
@@ -187,8 +189,10 @@ export class KhoIncoming {
     // Overlap check on the sorted ranges.
     let end = -1;
     for (const [pfn, order] of [...keep].sort((a, b) => a[0] - b[0])) {
-      if (pfn < end)
-        throw new KernelPanicError(`preserved ranges overlap at ${hex(BigInt(pfn) << BigInt(PAGE_SHIFT))}`);
+      if (pfn < end) {
+        const phys = BigInt(pfn) << BigInt(PAGE_SHIFT);
+        throw new KernelPanicError(`preserved ranges overlap at ${hex(phys)}`, phys);
+      }
       end = pfn + (1 << order);
     }
     return keep;

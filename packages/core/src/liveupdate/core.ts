@@ -30,6 +30,8 @@ import { LevelRwLock, LockLevel } from "./locks.js";
 import { toU64 } from "./file.js";
 import type { LuoServices } from "./services.js";
 
+const U64_MAX = (1n << 64n) - 1n;
+
 /** What a successful freeze hands to the kexec path. */
 export interface RebootTicket {
   /** Sessions, files and FLBs serialized. */
@@ -352,7 +354,7 @@ export class LiveUpdate {
       });
       const flbs = this.flbs.serialize();
       this.abi.writeFlbs(flbs);
-      this.abi.writeFdt(this.liveupdateNumber + 1n);
+      this.abi.writeFdt((this.liveupdateNumber + 1n) & U64_MAX); // u64 arithmetic wraps, as in the kernel
       const stats = { sessions: frozen.length, files, flbs: flbs.length };
       return {
         stats,

@@ -367,6 +367,7 @@ export class FileSet {
    * has a record's compatible; on failure nothing is kept.
    */
   deserialize(records: readonly IncomingFileRecord[], blocks: bigint[]): void {
+    this.incomingBlocks = blocks; // set first so a failure below can still free them
     for (const r of records) {
       const entry = this.svc.registry.find(r.compatible);
       if (!entry) {
@@ -386,7 +387,6 @@ export class FileSet {
       this.files.push(lf);
       this.byToken.set(r.token, lf);
     }
-    this.incomingBlocks = blocks;
   }
 
   private async retrieveLocked(lf: LuoFile): Promise<KernelFile> {
