@@ -122,7 +122,10 @@ export class SessionList {
    */
   insert(session: Session): void {
     if (this.sessions.has(session.name)) {
-      throw new LiveUpdateError("EEXIST", `${this.kind === "incoming" ? "an" : "a"} ${this.kind} session named "${session.name}" already exists`);
+      throw new LiveUpdateError(
+        "EEXIST",
+        `${this.kind === "incoming" ? "an" : "a"} ${this.kind} session named "${session.name}" already exists`,
+      );
     }
     this.chain?.grow(this.sessions.size + 1);
     this.sessions.set(session.name, session);
