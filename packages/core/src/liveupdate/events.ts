@@ -45,6 +45,36 @@ export interface LiveUpdateEventPayloads {
 /** Names of the events. */
 export type LiveUpdateEventName = keyof LiveUpdateEventPayloads;
 
+// A record keyed by every event name, so the compiler rejects a list that misses one.
+const EVENT_KEYS: Record<LiveUpdateEventName, true> = {
+  "session:created": true,
+  "session:retrieved": true,
+  "session:closed": true,
+  "session:finished": true,
+  "session:stuck": true,
+  "file:preserved": true,
+  "file:unpreserved": true,
+  "file:frozen": true,
+  "file:unfrozen": true,
+  "file:retrieved": true,
+  "file:retrieve-failed": true,
+  "file:finished": true,
+  "flb:preserved": true,
+  "flb:unpreserved": true,
+  "flb:retrieved": true,
+  "flb:finished": true,
+  "reboot:started": true,
+  "reboot:failed": true,
+  "reboot:done": true,
+  "boot:handover": true,
+  warning: true,
+};
+
+/** Every event name, in declaration order. */
+export const LIVE_UPDATE_EVENT_NAMES: readonly LiveUpdateEventName[] = Object.freeze(
+  Object.keys(EVENT_KEYS) as LiveUpdateEventName[],
+);
+
 /** Listener signatures, for `EventEmitter<Events>`. */
 export type LiveUpdateEventMap = {
   [K in LiveUpdateEventName]: (event: LiveUpdateEventPayloads[K] & EventBase) => void;

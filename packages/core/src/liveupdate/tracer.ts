@@ -11,7 +11,12 @@
  *
  * @module
  */
-import type { EventBase, LiveUpdateEventName, LiveUpdateEventPayloads, LiveUpdateEvents } from "./events.js";
+import {
+  LIVE_UPDATE_EVENT_NAMES,
+  type EventBase,
+  type LiveUpdateEventPayloads,
+  type LiveUpdateEvents,
+} from "./events.js";
 
 /** One Chrome trace event. */
 export interface TraceEvent {
@@ -40,30 +45,6 @@ export interface TraceFile {
   /** Time unit for display. */
   readonly displayTimeUnit: "ms";
 }
-
-const EVENT_NAMES: readonly LiveUpdateEventName[] = [
-  "session:created",
-  "session:retrieved",
-  "session:closed",
-  "session:finished",
-  "session:stuck",
-  "file:preserved",
-  "file:unpreserved",
-  "file:frozen",
-  "file:unfrozen",
-  "file:retrieved",
-  "file:retrieve-failed",
-  "file:finished",
-  "flb:preserved",
-  "flb:unpreserved",
-  "flb:retrieved",
-  "flb:finished",
-  "reboot:started",
-  "reboot:failed",
-  "reboot:done",
-  "boot:handover",
-  "warning",
-];
 
 function toArgs(payload: object): Record<string, string | number | boolean> {
   const out: Record<string, string | number | boolean> = {};
@@ -98,7 +79,7 @@ export class LiveUpdateTracer {
       tid: 1,
       args: { name: label },
     });
-    for (const name of EVENT_NAMES) {
+    for (const name of LIVE_UPDATE_EVENT_NAMES) {
       const listener = (e: LiveUpdateEventPayloads[typeof name] & EventBase): void => {
         const ts = Math.round(e.time * 1000);
         const args = toArgs(e);

@@ -17,6 +17,7 @@ import {
   type ErrnoCode,
   type Kernel,
   type LiveUpdateDevice,
+  LIVE_UPDATE_EVENT_NAMES,
   type LiveUpdateEventName,
   type LiveUpdateEventPayloads,
   type Plugin,
@@ -196,29 +197,7 @@ export function createGate(): Gate {
 // ---- events -----------------------------------------------------------------------------------
 
 /** Every event name of `kernel.liveupdate.events`. */
-export const EVENT_NAMES: readonly LiveUpdateEventName[] = [
-  "session:created",
-  "session:retrieved",
-  "session:closed",
-  "session:finished",
-  "session:stuck",
-  "file:preserved",
-  "file:unpreserved",
-  "file:frozen",
-  "file:unfrozen",
-  "file:retrieved",
-  "file:retrieve-failed",
-  "file:finished",
-  "flb:preserved",
-  "flb:unpreserved",
-  "flb:retrieved",
-  "flb:finished",
-  "reboot:started",
-  "reboot:failed",
-  "reboot:done",
-  "boot:handover",
-  "warning",
-];
+export const EVENT_NAMES = LIVE_UPDATE_EVENT_NAMES;
 
 /** A recorded event: its name plus the payload (with `time`). */
 export type Recorded = { name: LiveUpdateEventName; time: number } & Partial<
