@@ -21,6 +21,22 @@ export default defineConfig({
           globalSetup: ["test/global-setup.ts"],
         },
       },
+      {
+        extends: true,
+        test: {
+          name: "memfd-handler",
+          root: "packages/memfd-handler",
+          include: ["test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "quickstart",
+          root: "examples/quickstart",
+          include: ["test/**/*.test.ts"],
+        },
+      },
     ],
   },
 });

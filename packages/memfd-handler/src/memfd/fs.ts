@@ -1,0 +1,115 @@
+/**
+ * The memfd filesystem of one booted kernel (the model of shmem's and hugetlbfs's per-kernel
+ * state): which machine the pages come from, how many pages memfds hold, and whether this kernel
+ * still owns its memory.
+ *
+ * One {@link MemfdFs} is made by the `memfd()` plugin at boot and registered in the kernel's DI
+ * container ({@link MEMFD_FS}) and by kernel context, so `memfdCreate(proc, …)` finds it from a
+ * process. After the kernel is replaced by a live update (or shut down) the fs is *down*: every
+ * page of the old kernel either was preserved for the next kernel or was scrubbed, so releasing an
+ * old memfd frees nothing, and touching its contents fails with `ESHUTDOWN`.
+ *
+ * @module
+ */
+import type { InjectionToken } from "tsyringe";
+import { LiveUpdateError, PAGE_SIZE, type KernelContext, type Machine, type Process } from "@luo/core";
+
+/** The memfd filesystem of one kernel. */
+export class MemfdFs {
+  #down = false;
+  #pages = 0;
+
+  /**
+   * @param machine - the machine whose pages hold memfd contents
+   * @param kernel - the kernel's VFS context (halt state, messages)
+   */
+  constructor(
+    readonly machine: Machine,
+    readonly kernel: KernelContext,
+  ) {}
+
+  /** True while this kernel runs and owns its memory. */
+  get active(): boolean {
+    return !this.#down && !this.kernel.halted;
+  }
+
+  /** Pages currently held by memfds of this kernel (folio pages, holes excluded). */
+  get pagesInUse(): number {
+    return this.#pages;
+  }
+
+  /** Fails with `ESHUTDOWN` once the kernel was replaced or shut down. */
+  assertActive(): void {
+    this.kernel.assertRunning();
+    if (this.#down)
+      throw new LiveUpdateError("ESHUTDOWN", `the memfd filesystem of ${this.kernel.name} is down`);
+  }
+
+  /**
+   * Allocates one zeroed folio of `2^order` pages for `what`. `ENOMEM` when the machine has no
+   * free block of that order, `ESHUTDOWN` after the kernel went away.
+   */
+  allocFolio(order: number, what: string): bigint {
+    this.assertActive();
+    let phys: bigint;
+    try {
+      phys = this.machine.allocPages(order);
+    } catch (e) {
+      if (e instanceof LiveUpdateError && e.code === "ENOMEM") {
+        throw new LiveUpdateError("ENOMEM", `${what}: out of memory for a ${PAGE_SIZE << order}-byte folio`, {
+          cause: e,
+        });
+      }
+      throw e;
+    }
+    this.#pages += 1 << order;
+    return phys;
+  }
+
+  /** Takes over a folio that was handed over by the previous kernel and restored (accounting only). */
+  adoptFolio(order: number): void {
+    this.#pages += 1 << order;
+  }
+
+  /** Frees a folio; does nothing once the fs is down (the memory is no longer this kernel's). */
+  freeFolio(phys: bigint, order: number): void {
+    if (!this.active) return;
+    this.machine.freePages(phys, order);
+    this.#pages -= 1 << order;
+  }
+
+  /** Marks the fs down (plugin teardown when the kernel goes away). */
+  shutdown(): void {
+    this.#down = true;
+  }
+}
+
+/** DI token of the kernel's {@link MemfdFs} (registered by the `memfd()` plugin). */
+export const MEMFD_FS: InjectionToken<MemfdFs> = Symbol.for("luo.memfd.MemfdFs");
+
+const byKernel = new WeakMap<KernelContext, MemfdFs>();
+
+/** Makes `fs` the memfd filesystem of its kernel. `EEXIST` if that kernel already has one. */
+export function attachMemfdFs(fs: MemfdFs): void {
+  if (byKernel.has(fs.kernel)) {
+    throw new LiveUpdateError("EEXIST", `${fs.kernel.name} already has a memfd filesystem`);
+  }
+  byKernel.set(fs.kernel, fs);
+}
+
+/**
+ * The memfd filesystem of the kernel `proc` runs on. `EOPNOTSUPP` when that kernel was booted
+ * without the `memfd()` plugin, `ESHUTDOWN` when it was replaced by a live update.
+ */
+export function memfdFsOf(proc: Process): MemfdFs {
+  proc.kernel.assertRunning();
+  const fs = byKernel.get(proc.kernel);
+  if (!fs) {
+    throw new LiveUpdateError(
+      "EOPNOTSUPP",
+      `${proc.kernel.name} has no memfd support: boot it with the memfd() plugin of @luo/memfd-handler`,
+    );
+  }
+  fs.assertActive();
+  return fs;
+}

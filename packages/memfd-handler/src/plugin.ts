@@ -1,0 +1,33 @@
+/**
+ * The `memfd()` plugin: memfd support for a kernel. At boot it creates the kernel's memfd
+ * filesystem (registered in the kernel's DI container as {@link MEMFD_FS} and found from
+ * processes by `memfdCreate`) and registers the `"memfd-v2"` live-update handler. When the kernel
+ * goes away (kexec or shutdown) the filesystem is taken down: the old kernel's pages are then
+ * either preserved for the next kernel or scrubbed, and are never freed by the old memfds.
+ *
+ * @module
+ */
+import { MACHINE, definePlugin, type Plugin } from "@luo/core";
+import { MEMFD_FS, MemfdFs, attachMemfdFs } from "./memfd/fs.js";
+import { memfdHandler } from "./luo/handler.js";
+
+/** Name of the plugin made by {@link memfd}, for other plugins' `dependencies`. */
+export const MEMFD_PLUGIN_NAME = "memfd";
+
+/**
+ * The memfd plugin: `memfdCreate` and the `"memfd-v2"` handler. Pass it to every boot that uses
+ * memfds (`machine.boot({ plugins: [memfd()] })`; `kexec()` reuses the plugins by default).
+ * Boot errors: `EEXIST` if the kernel already has a memfd filesystem or handler.
+ */
+export function memfd(): Plugin {
+  return definePlugin({
+    name: MEMFD_PLUGIN_NAME,
+    async register(ctx) {
+      const fs = new MemfdFs(ctx.container.resolve(MACHINE), ctx.kernel);
+      attachMemfdFs(fs);
+      ctx.container.registerInstance(MEMFD_FS, fs);
+      ctx.onTeardown(() => fs.shutdown());
+      await ctx.registerFileHandler(memfdHandler);
+    },
+  });
+}

@@ -1,0 +1,34 @@
+// The core's handler conformance kit run against "memfd-v2": the same lifecycle checks every
+// handler must pass (preserve/unpreserve, double preservation, neighbour freeze failures, kexec,
+// retrieve twice, sticky retrieve failure, finish with and without retrieve, veto, re-preserve,
+// leak checks against a fresh boot).
+import { expect } from "vitest";
+import { PAGE_SIZE } from "@luo/core";
+import { describeHandlerConformance } from "@luo/core/testing";
+import { MEMFD_LUO_COMPATIBLE, MEMFD_LUO_SER, memfd, memfdCreate, memfdFile } from "@luo/memfd-handler";
+import { bytes, firstDifference } from "./helpers/boot.js";
+
+/** File `i`: a few pages of distinct bytes with a hole in front, and a position. */
+const content = (i: number): Uint8Array => bytes(2 * PAGE_SIZE + 100 * i + 1, i + 1);
+const offset = (i: number): number => (i % 2) * PAGE_SIZE;
+
+describeHandlerConformance<number>(() => ({
+  compatible: MEMFD_LUO_COMPATIBLE,
+  plugins: [memfd()],
+  create(proc, i) {
+    const fd = memfdCreate(proc, `conformance-${i}`);
+    proc.pwrite(fd, content(i), offset(i));
+    proc.lseek(fd, 10 + i, 0);
+    return { fd, expected: i };
+  },
+  verify(proc, fd, { expected }) {
+    const i = expected!;
+    const data = content(i);
+    expect(memfdFile(proc, fd).size()).toBe(offset(i) + data.length);
+    expect(proc.pread(fd, offset(i), 0).every((b) => b === 0)).toBe(true);
+    expect(firstDifference(proc.pread(fd, data.length, offset(i)), data)).toBe(-1);
+    expect(proc.lseek(fd, 0, 1)).toBe(10 + i);
+  },
+  // Non-zero record flags make retrieve fail with EINVAL; finish ignores them and frees it all.
+  corrupt: ({ machine, data }) => machine.writeU32(data + BigInt(MEMFD_LUO_SER.flags), 0xbad),
+}));
