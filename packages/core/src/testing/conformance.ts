@@ -97,7 +97,7 @@ export interface ConformanceSubject<S = unknown> {
   readonly plugins: readonly Plugin[];
   /**
    * FLBs linked to the handler (the objects `plugins` link), checked for reference counts;
-   * empty or absent: the FLB test is skipped.
+   * empty or absent: the FLB check does not apply.
    */
   readonly flbs?: readonly Flb[];
   /** RAM of each test machine (default `"64 MiB"`). */
@@ -117,7 +117,7 @@ export interface ConformanceSubject<S = unknown> {
    * Optional: damages the handed-over state of one file so that the handler's `retrieve`
    * fails — e.g. overwrite a magic number or checksum it validates — without destroying what
    * `finish` needs to release the file's memory. Without it, the sticky-failure test of the
-   * handler itself is skipped (a neighbour's sticky failure is always tested).
+   * handler itself does not apply (a neighbour's sticky failure is always tested).
    */
   corrupt?(args: ConformanceCorruptArgs): Awaitable<void>;
 }
@@ -126,7 +126,7 @@ export interface ConformanceSubject<S = unknown> {
 export interface ConformanceCase {
   /** What the check verifies (the vitest test title). */
   readonly name: string;
-  /** Why the check does not apply to this subject, if it does not (the test is skipped). */
+  /** Why the check does not apply to this subject, if it does not (it is then not registered). */
   readonly skipReason: string | undefined;
   /** Runs the check on fresh machines; rejects with the failed expectation. */
   run(): Promise<void>;
@@ -977,7 +977,7 @@ function conformanceCases<S>(
  * conformance check (see the module comment and {@link handlerConformanceCases}) for the handler
  * `factory` describes. Call it at the top level of a test file. `factory` must return a fresh
  * {@link ConformanceSubject} (fresh plugins and FLBs) on every call. Checks that do not apply
- * (no `corrupt` hook, no FLBs) are reported as skipped.
+ * (no `corrupt` hook, no FLBs) are not registered; the describe title lists them.
  *
  * @example
  * ```ts
@@ -995,10 +995,16 @@ function conformanceCases<S>(
  */
 export function describeHandlerConformance<S>(factory: () => ConformanceSubject<S>): void {
   const probe = factory();
-  describe(`handler conformance: ${probe.name ?? probe.compatible}`, () => {
-    for (const c of conformanceCases(factory, probe)) {
-      if (c.skipReason !== undefined) it.skip(`${c.name} (skipped: ${c.skipReason})`, c.run);
-      else it(c.name, c.run);
-    }
-  });
+  const cases = conformanceCases(factory, probe);
+  // Checks that do not apply are not registered (no skipped tests); the title names them.
+  const notApplicable = cases
+    .filter((c) => c.skipReason !== undefined)
+    .map((c) => `${c.name}: ${c.skipReason}`);
+  const title = `handler conformance: ${probe.name ?? probe.compatible}`;
+  describe(
+    notApplicable.length > 0 ? `${title} (not applicable: ${notApplicable.join("; ")})` : title,
+    () => {
+      for (const c of cases) if (c.skipReason === undefined) it(c.name, c.run);
+    },
+  );
 }
