@@ -7,8 +7,8 @@
  *
  * @module
  */
-import { MACHINE, definePlugin, type Plugin } from "@luo/core";
-import { MEMFD_FS, MemfdFs, attachMemfdFs } from "./memfd/fs.js";
+import { LiveUpdateError, MACHINE, definePlugin, type Plugin } from "@luo/core";
+import { MEMFD_FS, MemfdFs } from "./memfd/fs.js";
 import { memfdHandler } from "./luo/handler.js";
 
 /** Name of the plugin made by {@link memfd}, for other plugins' `dependencies`. */
@@ -24,7 +24,9 @@ export function memfd(): Plugin {
     name: MEMFD_PLUGIN_NAME,
     async register(ctx) {
       const fs = new MemfdFs(ctx.container.resolve(MACHINE), ctx.kernel);
-      attachMemfdFs(fs);
+      if (ctx.container.isRegistered(MEMFD_FS)) {
+        throw new LiveUpdateError("EEXIST", `${ctx.kernel.name} already has a memfd filesystem`);
+      }
       ctx.container.registerInstance(MEMFD_FS, fs);
       ctx.onTeardown(() => fs.shutdown());
       await ctx.registerFileHandler(memfdHandler);

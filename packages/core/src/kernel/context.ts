@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { DependencyContainer } from "tsyringe";
 import { LiveUpdateError } from "../errors.js";
 import type { KernelFile } from "./file.js";
 import type { Process } from "./process.js";
@@ -20,8 +21,15 @@ export class KernelContext {
   private haltError: LiveUpdateError | undefined;
   private readonly haltListeners: Array<(e: LiveUpdateError) => void> = [];
 
-  /** @param name - the kernel's name in messages, e.g. `kernel#2` */
-  constructor(readonly name: string) {}
+  /**
+   * @param name - the kernel's name in messages, e.g. `kernel#2`
+   * @param container - the kernel's DI container, so syscall helpers of plugins (e.g.
+   *   `memfdCreate(proc, …)`) can reach the services their plugin registered for this kernel
+   */
+  constructor(
+    readonly name: string,
+    readonly container: DependencyContainer,
+  ) {}
 
   /** Registers a device node (e.g. `/dev/liveupdate`). `EEXIST` if the path is taken. */
   registerDevice(path: string, open: DeviceOpener): void {

@@ -40,11 +40,19 @@ export abstract class KernelFile {
   /** File-type name shown in messages, e.g. `memfd:guest-ram`. */
   abstract readonly description: string;
   /** Inode number; default identity for the double-preservation registry. */
-  readonly inode: number = allocInode();
+  readonly inode: number;
   /** The file position used by read/write/lseek. */
   pos = 0;
   private refs = 1;
   private released = false;
+
+  /**
+   * @param inode - the inode this file object opens; several file objects may share one (e.g.
+   *   two opens of the same memfd). Default: a fresh inode number.
+   */
+  constructor(inode?: number) {
+    this.inode = inode ?? allocInode();
+  }
 
   /** Current number of references (fds and LUO's own). */
   get refCount(): number {

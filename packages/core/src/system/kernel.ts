@@ -76,7 +76,7 @@ export class Kernel {
     readonly plugins: readonly Plugin[],
     name: string,
   ) {
-    this.context = new KernelContext(name);
+    this.context = new KernelContext(name, container);
     this.kho = new Kho(machine);
     const handover = incoming ? readLuoHandover(incoming) : undefined;
     this.liveupdate = new LiveUpdate(this.context, { machine, kho: this.kho, incoming, container }, handover);

@@ -13,8 +13,6 @@ import type { MemfdInode } from "./inode.js";
 
 /** A memfd file object. */
 export class MemfdFile extends KernelFile {
-  /** The memfd's inode number, shared by every file object of it. */
-  declare readonly inode: number;
   /** The inode: contents, size, seals. */
   readonly memfd: MemfdInode;
 
@@ -24,9 +22,8 @@ export class MemfdFile extends KernelFile {
    * @param memfd - the inode
    */
   constructor(memfd: MemfdInode) {
-    super();
+    super(memfd.ino); // the identity for live update: shared by every file object of the memfd
     this.memfd = memfd;
-    this.inode = memfd.ino;
     memfd.openFile();
   }
 

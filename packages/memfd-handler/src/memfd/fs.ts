@@ -4,8 +4,8 @@
  * still owns its memory.
  *
  * One {@link MemfdFs} is made by the `memfd()` plugin at boot and registered in the kernel's DI
- * container ({@link MEMFD_FS}) and by kernel context, so `memfdCreate(proc, …)` finds it from a
- * process. After the kernel is replaced by a live update (or shut down) the fs is *down*: every
+ * container ({@link MEMFD_FS}), which a process reaches through its kernel context, so
+ * `memfdCreate(proc, …)` finds it. After the kernel is replaced by a live update (or shut down) the fs is *down*: every
  * page of the old kernel either was preserved for the next kernel or was scrubbed, so releasing an
  * old memfd frees nothing, and touching its contents fails with `ESHUTDOWN`.
  *
@@ -87,23 +87,14 @@ export class MemfdFs {
 /** DI token of the kernel's {@link MemfdFs} (registered by the `memfd()` plugin). */
 export const MEMFD_FS: InjectionToken<MemfdFs> = Symbol.for("luo.memfd.MemfdFs");
 
-const byKernel = new WeakMap<KernelContext, MemfdFs>();
-
-/** Makes `fs` the memfd filesystem of its kernel. `EEXIST` if that kernel already has one. */
-export function attachMemfdFs(fs: MemfdFs): void {
-  if (byKernel.has(fs.kernel)) {
-    throw new LiveUpdateError("EEXIST", `${fs.kernel.name} already has a memfd filesystem`);
-  }
-  byKernel.set(fs.kernel, fs);
-}
-
 /**
  * The memfd filesystem of the kernel `proc` runs on. `EOPNOTSUPP` when that kernel was booted
  * without the `memfd()` plugin, `ESHUTDOWN` when it was replaced by a live update.
  */
 export function memfdFsOf(proc: Process): MemfdFs {
   proc.kernel.assertRunning();
-  const fs = byKernel.get(proc.kernel);
+  const { container } = proc.kernel;
+  const fs = container.isRegistered(MEMFD_FS) ? container.resolve(MEMFD_FS) : undefined;
   if (!fs) {
     throw new LiveUpdateError(
       "EOPNOTSUPP",
