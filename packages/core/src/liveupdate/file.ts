@@ -21,7 +21,19 @@
 import { LiveUpdateError, toLiveUpdateError } from "../errors.js";
 import { KernelFile, type Process } from "../kernel/index.js";
 import { BlockChain, FILE_BLOCKS, FILE_SER, type IncomingFileRecord } from "../abi/index.js";
-import type { FinishArgs, HandlerContext, RetrieveStatus, SessionDependencies } from "./handler.js";
+import type { DependencyContainer } from "tsyringe";
+import type { Kho, KhoIncoming } from "../kho/index.js";
+import type { Machine } from "../machine/index.js";
+import type { FlbAccess } from "./flb.js";
+import type {
+  FileHandler,
+  FinishArgs,
+  HandlerContext,
+  PreserveArgs,
+  PreservedArgs,
+  RetrieveStatus,
+  SessionDependencies,
+} from "./handler.js";
 import { fileLockLevel, LevelMutex } from "./locks.js";
 import type { RegisteredHandler } from "./registration.js";
 import type { LuoServices } from "./services.js";
@@ -79,6 +91,55 @@ export function toU64(value: bigint | number, what: string): bigint {
   return value;
 }
 
+/** The dependency API seen by the callback of the file at index `limit` (see `SessionDependencies`). */
+class SessionDeps implements SessionDependencies {
+  constructor(
+    private readonly set: FileSet,
+    private readonly limit: number,
+  ) {}
+
+  get sessionName(): string {
+    return this.set.session;
+  }
+
+  tokenOf(file: KernelFile): bigint {
+    return this.set.tokenBefore(file, this.limit);
+  }
+
+  incomingFile(token: bigint | number): Promise<KernelFile> {
+    return this.set.incomingBefore(token, this.limit);
+  }
+}
+
+/**
+ * One callback's arguments (see `FileSet.ctx`); satisfies every args interface of handler.ts.
+ * Plain own fields, so a handler may spread or destructure it like the object literal it models.
+ */
+class CallArgs implements HandlerContext {
+  readonly machine: Machine;
+  readonly kho: Kho;
+  readonly incoming: KhoIncoming | undefined;
+  readonly flb: FlbAccess;
+  readonly container: DependencyContainer;
+  file: KernelFile | undefined = undefined;
+  data = 0n;
+  privateData: unknown = undefined;
+  retrieveStatus: RetrieveStatus = 0;
+
+  constructor(
+    svc: LuoServices,
+    readonly handler: FileHandler,
+    readonly token: bigint,
+    readonly session: SessionDependencies,
+  ) {
+    this.machine = svc.machine;
+    this.kho = svc.kho;
+    this.incoming = svc.incoming;
+    this.flb = svc.flbs;
+    this.container = svc.container;
+  }
+}
+
 /** The files of one session, in preservation order. */
 export class FileSet {
   private readonly files: LuoFile[] = [];
@@ -131,49 +192,51 @@ export class FileSet {
     return `session "${this.session}" token ${token}`;
   }
 
-  private deps(limit: number): SessionDependencies {
-    return {
-      sessionName: this.session,
-      tokenOf: (file) => {
-        for (let i = 0; i < limit && i < this.files.length; i++) {
-          const lf = this.files[i]!;
-          if (lf.file === file) return lf.token;
-        }
-        throw new LiveUpdateError(
-          "ENOENT",
-          `the file is not preserved before this one in session "${this.session}"`,
-        );
-      },
-      incomingFile: async (token) => {
-        const t = toU64(token, "token");
-        const lf = this.byToken.get(t);
-        if (!lf || lf.index >= limit) {
-          throw new LiveUpdateError(
-            "ENOENT",
-            `no earlier incoming file with token ${t} in session "${this.session}"`,
-          );
-        }
-        return this.retrieveLocked(lf);
-      },
-    };
+  /**
+   * Dependency API, old kernel: the token of `file` if it is preserved in this session before
+   * index `limit`. `ENOENT` otherwise.
+   */
+  tokenBefore(file: KernelFile, limit: number): bigint {
+    for (let i = 0; i < limit && i < this.files.length; i++) {
+      const lf = this.files[i]!;
+      if (lf.file === file) return lf.token;
+    }
+    throw new LiveUpdateError(
+      "ENOENT",
+      `the file is not preserved before this one in session "${this.session}"`,
+    );
   }
 
-  private ctx(lf: { entry: RegisteredHandler; token: bigint }, limit: number): HandlerContext {
-    const s = this.svc;
-    return {
-      handler: lf.entry.handler,
-      machine: s.machine,
-      kho: s.kho,
-      incoming: s.incoming,
-      session: this.deps(limit),
-      flb: s.flbs,
-      container: s.container,
-      token: lf.token,
-    };
+  /**
+   * Dependency API, new kernel: the incoming file with `token` if it comes before index `limit`,
+   * retrieved if needed. `ENOENT` when absent, or its (sticky) retrieve error.
+   */
+  async incomingBefore(token: bigint | number, limit: number): Promise<KernelFile> {
+    const t = toU64(token, "token");
+    const lf = this.byToken.get(t);
+    if (!lf || lf.index >= limit) {
+      throw new LiveUpdateError(
+        "ENOENT",
+        `no earlier incoming file with token ${t} in session "${this.session}"`,
+      );
+    }
+    return this.retrieveLocked(lf);
   }
 
-  private preservedArgs(lf: LuoFile) {
-    return { ...this.ctx(lf, lf.index), file: lf.file!, data: lf.data, privateData: lf.privateData };
+  /**
+   * The args object of one callback: two small class instances per call instead of object
+   * spreads and closures (the per-file hot paths of preserve, retrieve and finish).
+   */
+  private ctx(lf: { entry: RegisteredHandler; token: bigint }, limit: number): CallArgs {
+    return new CallArgs(this.svc, lf.entry.handler, lf.token, new SessionDeps(this, limit));
+  }
+
+  private preservedArgs(lf: LuoFile): PreservedArgs<KernelFile, unknown> {
+    const args = this.ctx(lf, lf.index);
+    args.file = lf.file;
+    args.data = lf.data;
+    args.privateData = lf.privateData;
+    return args as PreservedArgs<KernelFile, unknown>;
   }
 
   /** PRESERVE_FD (session mutex held). See the module comment for the order of checks. */
@@ -211,7 +274,9 @@ export class FileSet {
         const lf = new LuoFile(entry, token, this.files.length, this.session, 0n);
         let result;
         try {
-          result = await h.preserve({ ...this.ctx(lf, this.files.length), file });
+          const args = this.ctx(lf, this.files.length);
+          args.file = file;
+          result = await h.preserve(args as PreserveArgs<KernelFile>);
         } catch (e) {
           throw toLiveUpdateError(e, `handler "${h.compatible}" preserve of ${this.what(token)}`);
         }
@@ -396,7 +461,9 @@ export class FileSet {
       const h = lf.entry.handler;
       let file: KernelFile;
       try {
-        file = await h.retrieve({ ...this.ctx(lf, lf.index), data: lf.data });
+        const args = this.ctx(lf, lf.index);
+        args.data = lf.data;
+        file = await h.retrieve(args);
         if (!(file instanceof KernelFile)) {
           throw new LiveUpdateError("EIO", `handler "${h.compatible}" retrieve returned no file object`);
         }
@@ -439,7 +506,11 @@ export class FileSet {
   }
 
   private finishArgs(lf: LuoFile): FinishArgs<KernelFile> {
-    return { ...this.ctx(lf, lf.index), file: lf.file, data: lf.data, retrieveStatus: lf.retrieveStatus };
+    const args = this.ctx(lf, lf.index);
+    args.file = lf.file;
+    args.data = lf.data;
+    args.retrieveStatus = lf.retrieveStatus;
+    return args;
   }
 
   /** FINISH (session mutex held): all-or-nothing `canFinish`, then `finish` LIFO. `EBUSY` on veto. */
