@@ -91,11 +91,16 @@ async function scenario(kind, n) {
   sampleRss();
   const handoverBytes = stats0.preservedPages * PAGE_SIZE;
   // A plain copy of the same number of bytes, in the same run.
+  // Both buffers are touched first (no page faults in the timing) and the fastest of three
+  // copies counts, so the ratio is against the best case of a plain memcpy.
   const src = Buffer.alloc(handoverBytes, 1);
-  const dst = Buffer.alloc(handoverBytes);
-  const c0 = now();
-  src.copy(dst);
-  const copyMs = now() - c0;
+  const dst = Buffer.alloc(handoverBytes, 2);
+  let copyMs = Infinity;
+  for (let r = 0; r < 3; r++) {
+    const c0 = now();
+    src.copy(dst);
+    copyMs = Math.min(copyMs, now() - c0);
+  }
   await k.shutdown();
   const ns = (ms) => Math.round(ms * 1e6);
   return {

@@ -143,6 +143,40 @@ describe("block boundaries across kexec", () => {
     expect(k2.liveupdate.incoming.get(sname(818))).toBeDefined();
     dev2.close();
   });
+
+  it("closes in the middle of the list leave holes that the reboot closes: creation order, no empty block", async () => {
+    const machine = new Machine({ memory: "16 MiB" });
+    const k1 = await machine.boot({ plugins: [valuePlugin] });
+    const p = k1.spawn("vmm");
+    const dev = await p.openLiveUpdate();
+    const baseline = preservedPages(machine);
+    const handles = [];
+    for (let s = 0; s < 1000; s++) handles.push(await dev.createSession(sname(s)));
+    // Files in sessions on both sides of the hole, so their records move with compaction.
+    for (const s of [5, 950]) {
+      const fd = p.installFile(new ValueFile(value(s, 0)));
+      await handles[s]!.preserveFd(fd, 0);
+      p.close(fd);
+    }
+    for (let s = 100; s < 400; s++) await handles[s]!.close();
+    const live = handles.map((_, s) => s).filter((s) => s < 100 || s >= 400);
+    // New sessions go after the hole, in creation order.
+    await dev.createSession(sname(1000));
+    live.push(1000);
+    // Until the reboot the holes keep their block (300 holes are under half of 1001 slots).
+    expect(preservedPages(machine) - baseline).toBe(2 * SESSION_BLOCK_PAGES + 2 * FILE_BLOCK_PAGES);
+    const k2 = await kexec(k1);
+    const before = k2.incoming!.unrestoredPages;
+    const q = k2.spawn("vmm");
+    const dev2 = await q.openLiveUpdate();
+    // 701 sessions: one session block is handed over (the second was emptied by compaction).
+    expect(before - k2.incoming!.unrestoredPages).toBe(SESSION_BLOCK_PAGES);
+    expect([...k2.liveupdate.incoming.values()].map((s) => s.name)).toEqual(live.map(sname));
+    for (const s of [5, 950]) {
+      const h = await dev2.retrieveSession(sname(s));
+      expect((q.file(await h.retrieveFd(0)) as ValueFile).value).toBe(value(s, 0));
+    }
+  });
 });
 
 describe("scale across kexec", () => {

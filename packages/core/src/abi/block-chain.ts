@@ -2,9 +2,9 @@
  * Outgoing linked block chain: the storage for session or file records in preserved memory.
  *
  * The chain is grown while sessions/files are added ({@link BlockChain.grow}) and shrunk when they
- * go ({@link BlockChain.shrink}), so the reboot path only fills pre-allocated space
- * ({@link BlockChain.fill}). Blocks are linked through their `next` field at growth time; `count`
- * fields are written at fill time. Invariant kept by callers: blocks = ⌈entries / perBlock⌉, so an
+ * go ({@link BlockChain.shrink}); entries are written as they are added
+ * ({@link BlockChain.writeEntry}), so the reboot path only sets the block counts
+ * ({@link BlockChain.setCounts}). Blocks are linked through their `next` field at growth time. Invariant kept by callers: blocks = ⌈entries / perBlock⌉, so an
  * outgoing chain never carries an empty block (the kernel's Q5 bug). Errors: `ENOSPC` beyond
  * {@link LUO_MAX_BLOCKS}, `ENOMEM` when pages run out; a failed grow removes the blocks it added.
  *
@@ -95,35 +95,13 @@ export class BlockChain {
   }
 
   /**
-   * Writes `count` entries (reboot path): sets each block's count and calls `write` for every
-   * entry. `ENOSPC` if the chain was not grown for `count` entries.
-   */
-  fill(count: number, write: EntryWriter): void {
-    const { perBlock, entrySize, what } = this.geometry;
-    if (count > this.capacity || Math.ceil(count / perBlock) !== this.blocks.length) {
-      throw new LiveUpdateError("ENOSPC", `${what} chain holds ${this.capacity} entries, ${count} to write`);
-    }
-    let index = 0;
-    for (let b = 0; b < this.blocks.length; b++) {
-      const dv = this.views[b]!;
-      const bytes = this.blocks[b]!.view;
-      const n = Math.min(perBlock, count - index);
-      dv.setBigUint64(8, BigInt(n), true);
-      for (let j = 0; j < n; j++, index++) write(dv, bytes, BLOCK_HEADER_SIZE + j * entrySize, index);
-    }
-  }
-
-  /**
    * Writes entry `index` in place (the chain must already hold it). Lets a caller whose entries
    * only ever come and go at the tail write each record when it is added, so the reboot path
    * only has to set the counts ({@link BlockChain.setCounts}).
    */
   writeEntry(index: number, write: EntryWriter): void {
-    const { perBlock, entrySize, what } = this.geometry;
-    const b = Math.floor(index / perBlock);
-    if (index < 0 || b >= this.blocks.length) {
-      throw new LiveUpdateError("ENOSPC", `${what} chain has no slot ${index} (capacity ${this.capacity})`);
-    }
+    const { perBlock, entrySize } = this.geometry;
+    const b = this.blockOf(index);
     write(this.views[b]!, this.blocks[b]!.view, BLOCK_HEADER_SIZE + (index % perBlock) * entrySize, index);
   }
 
@@ -149,12 +127,36 @@ export class BlockChain {
     for (const dv of this.views) dv.setBigUint64(8, 0n, true);
   }
 
-  /** Zeroes every entry and count (rollback of a fill); keeps the links. */
-  clear(): void {
-    for (let b = 0; b < this.blocks.length; b++) {
-      const bytes = this.blocks[b]!.view;
-      bytes.fill(0, 8);
+  /** Zeroes entry `index` (the chain must hold it). */
+  zeroEntry(index: number): void {
+    const { perBlock, entrySize } = this.geometry;
+    const off = BLOCK_HEADER_SIZE + (index % perBlock) * entrySize;
+    this.slot(index).fill(0, off, off + entrySize);
+  }
+
+  /** Copies entry `from` over entry `to` and zeroes `from` (both must be in the chain). */
+  moveEntry(from: number, to: number): void {
+    const { perBlock, entrySize } = this.geometry;
+    const src = BLOCK_HEADER_SIZE + (from % perBlock) * entrySize;
+    const dst = BLOCK_HEADER_SIZE + (to % perBlock) * entrySize;
+    const fromBytes = this.slot(from);
+    this.slot(to).set(fromBytes.subarray(src, src + entrySize), dst);
+    fromBytes.fill(0, src, src + entrySize);
+  }
+
+  /** The bytes of the block holding entry `index`. */
+  private slot(index: number): Uint8Array {
+    return this.blocks[this.blockOf(index)]!.view;
+  }
+
+  /** The block holding entry `index`; `ENOSPC` if the chain does not hold it. */
+  private blockOf(index: number): number {
+    const { perBlock, what } = this.geometry;
+    const b = Math.floor(index / perBlock);
+    if (index < 0 || b >= this.blocks.length) {
+      throw new LiveUpdateError("ENOSPC", `${what} chain has no slot ${index} (capacity ${this.capacity})`);
     }
+    return b;
   }
 
   /** Unpreserves and frees every block. */

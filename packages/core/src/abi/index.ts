@@ -6,6 +6,7 @@
 export * from "./layout.js";
 export * from "./strings.js";
 export * from "./block-chain.js";
+export * from "./session-records.js";
 export * from "./chain-reader.js";
 export * from "./luo-outgoing.js";
 export * from "./luo-incoming.js";

@@ -3,9 +3,10 @@
  *
  * Set up at boot ({@link LuoOutgoingAbi.setup}, the kernel's late init): one preserved page for the
  * LUO FDT, published as KHO subtree "LUO", and one preserved page for FLB records (`pgcnt = 1`).
- * Session blocks grow and shrink with the session list. At reboot the orchestrator fills the
- * session chain and FLB records and calls {@link LuoOutgoingAbi.writeFdt}; a failed reboot calls
- * {@link LuoOutgoingAbi.clear} to undo the fill.
+ * Session records are written as sessions are created ({@link SessionRecords}). At reboot the
+ * orchestrator seals the session records, writes the FLB records and calls
+ * {@link LuoOutgoingAbi.writeFdt}; a failed reboot unseals the sessions and calls
+ * {@link LuoOutgoingAbi.clear}.
  *
  * @module
  */
@@ -13,7 +14,7 @@ import { encodeFdt, fdtNode, fdtString, fdtU64 } from "../fdt/index.js";
 import { PAGE_SIZE } from "../machine/index.js";
 import type { Kho, PreservedBlock } from "../kho/index.js";
 import { LiveUpdateError } from "../errors.js";
-import { BlockChain } from "./block-chain.js";
+import { SessionRecords } from "./session-records.js";
 import {
   FLB_AREA,
   FLB_SER,
@@ -21,7 +22,6 @@ import {
   LUO_FLB_COMPATIBLE,
   LUO_KHO_NAME,
   LUO_SESSION_COMPATIBLE,
-  SESSION_BLOCKS,
 } from "./layout.js";
 
 /** One FLB record to serialize. */
@@ -36,15 +36,15 @@ export interface FlbRecord {
 
 /** The outgoing handover pages of one kernel. */
 export class LuoOutgoingAbi {
-  /** The session record chain (grown by session creation). */
-  readonly sessions: BlockChain;
+  /** The session records (written by session creation, sealed at reboot). */
+  readonly sessions: SessionRecords;
 
   private constructor(
     private readonly kho: Kho,
     private readonly fdtPage: PreservedBlock,
     private readonly flbPage: PreservedBlock,
   ) {
-    this.sessions = new BlockChain(kho, SESSION_BLOCKS);
+    this.sessions = new SessionRecords(kho);
   }
 
   /** Allocates the FDT and FLB pages and publishes "LUO". `ENOMEM`; nothing is left on failure. */
@@ -118,11 +118,10 @@ export class LuoOutgoingAbi {
     this.fdtPage.view.set(blob);
   }
 
-  /** Undoes a reboot fill: zeroes the FDT, the FLB records and the session entries. */
+  /** Undoes {@link LuoOutgoingAbi.writeFdt} and {@link LuoOutgoingAbi.writeFlbs} (a failed reboot). */
   clear(): void {
     this.fdtPage.view.fill(0);
     this.flbPage.view.fill(0, 8);
-    this.sessions.clear();
   }
 
   /** Releases everything (unused kernel teardown). */

@@ -55,5 +55,13 @@ export function readFixedString(view: Uint8Array, offset: number, size: number):
  * without allocating (the reboot path writes hundreds of thousands of them).
  */
 export function writeSessionName(view: Uint8Array, offset: number, name: string): void {
-  encoder.encodeInto(name, view.subarray(offset, offset + 63));
+  // ASCII names (the common case) are copied byte by byte: no view object per session.
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 0x80) {
+      encoder.encodeInto(name, view.subarray(offset, offset + 63));
+      return;
+    }
+    view[offset + i] = c;
+  }
 }

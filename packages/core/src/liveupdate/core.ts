@@ -7,9 +7,10 @@
  * records into sessions and files (once; a failure is cached and every open fails with `EIO`).
  *
  * Reboot ({@link LiveUpdate.prepareReboot}): take the serialize lock for writing (waits for
- * in-flight session operations, blocks new ones), freeze every outgoing session in creation
- * order (a failure unfreezes the earlier ones in reverse and the kernel continues), then fill
- * the session records, the FLB records and the LUO FDT. The returned ticket either commits (the
+ * in-flight session operations, blocks new ones), freeze every outgoing session that has files in
+ * creation order (a failure unfreezes the earlier ones in reverse and the kernel continues), then
+ * seal the session records (their names were written at creation; here only holes are closed
+ * and the file-chain fields and counts written), write the FLB records and the LUO FDT. The returned ticket either commits (the
  * lock is never released; the kernel is halted and every pending or later call rejects with
  * `ESHUTDOWN`) or aborts (unfreeze everything, clear the records, release the lock) when
  * something after serialization fails before the next kernel takes over.
@@ -20,7 +21,7 @@
  */
 import { LiveUpdateError } from "../errors.js";
 import type { KernelContext, Process } from "../kernel/index.js";
-import { LuoOutgoingAbi, SESSION_SER, writeSessionName, type LuoIncomingHandover } from "../abi/index.js";
+import { LuoOutgoingAbi, type LuoIncomingHandover, type SessionFilesField } from "../abi/index.js";
 import { FlbManager } from "./flb.js";
 import { LiveUpdateEvents } from "./events.js";
 import { PreservedIds } from "./preserved-ids.js";
@@ -238,9 +239,10 @@ export class LiveUpdate {
     const t = toU64(token, "token");
     await this.serializeLock.read(async () => {
       this.requireKind(s, "outgoing", "PRESERVE_FD");
-      await s.mutex.lock(() => {
+      await s.mutex.lock(async () => {
         this.requireOpen(s);
-        return s.files.preserve(proc, fd, t);
+        await s.files.preserve(proc, fd, t);
+        this.outgoing.noteFiles(s);
       });
     });
   }
@@ -315,7 +317,7 @@ export class LiveUpdate {
   private async unfreezeSessions(sessions: readonly Session[]): Promise<void> {
     for (let i = sessions.length - 1; i >= 0; i--) {
       const s = sessions[i]!;
-      if (s.fileCount > 0) await s.mutex.lock(() => s.files.unfreeze());
+      await s.mutex.lock(() => s.files.unfreeze());
     }
   }
 
@@ -324,16 +326,20 @@ export class LiveUpdate {
     this.ctx.assertRunning();
     this.events.emitEvent("reboot:started", { sessions: this.outgoing.size });
     const w = await this.serializeLock.acquireWrite();
+    /** Sessions with files, in creation order: the only ones frozen and written here. */
+    let withFiles: Session[] = [];
+    let fields: SessionFilesField[] = [];
     const frozen: Session[] = [];
     let files = 0;
     try {
       await w.inside(() =>
         this.outgoing.lock.write(async () => {
+          // Every session's name is already in its record (written at creation) and an empty
+          // session has nothing to freeze, so the work here grows with files, not sessions.
+          withFiles = this.outgoing.withFiles();
           try {
-            for (const s of this.outgoing.values()) {
-              // An empty session has nothing to freeze (and the write lock excludes every
-              // session operation), so skip its mutex: this keeps serialization near copy speed.
-              if (s.fileCount > 0) await s.mutex.lock(() => s.files.freeze());
+            for (const s of withFiles) {
+              await s.mutex.lock(() => s.files.freeze());
               frozen.push(s);
               files += s.fileCount;
             }
@@ -344,23 +350,18 @@ export class LiveUpdate {
           }
         }),
       );
-      this.abi.sessions.fill(frozen.length, (dv, bytes, off, i) => {
-        const s = frozen[i]!;
-        writeSessionName(bytes, off + SESSION_SER.name, s.name);
-        if (s.fileCount > 0) {
-          dv.setBigUint64(off + SESSION_SER.files, s.filesHead, true);
-          dv.setBigUint64(off + SESSION_SER.nfiles, BigInt(s.fileCount), true);
-        }
-      });
+      fields = withFiles.map((s) => ({ slot: s.slot!, filesHead: s.filesHead, fileCount: s.fileCount }));
+      this.abi.sessions.seal(fields);
       const flbs = this.flbs.serialize();
       this.abi.writeFlbs(flbs);
       this.abi.writeFdt((this.liveupdateNumber + 1n) & U64_MAX); // u64 arithmetic wraps, as in the kernel
-      const stats = { sessions: frozen.length, files, flbs: flbs.length };
+      const stats = { sessions: this.outgoing.size, files, flbs: flbs.length };
       return {
         stats,
         commit: () => this.events.emitEvent("reboot:done", stats),
         abort: async (error) => {
           await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
+          this.abi.sessions.unseal(fields);
           this.abi.clear();
           w.release();
           this.events.emitEvent("reboot:failed", { error });
@@ -369,6 +370,7 @@ export class LiveUpdate {
     } catch (e) {
       if (frozen.length > 0)
         await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
+      this.abi.sessions.unseal(fields);
       this.abi.clear();
       w.release();
       const error = e instanceof LiveUpdateError ? e : new LiveUpdateError("EIO", String(e), { cause: e });

@@ -7,13 +7,14 @@
  * UTF-8 bytes without NUL or lone surrogates (`EINVAL`), unique within each list (`EEXIST`) — an
  * outgoing session may reuse an incoming name. Lookup is a `Map`, O(1), and the map's insertion
  * order is the creation (or handover) order that serialization follows. Each list has a
- * reader-writer lock for membership and, for the outgoing list, the session block chain that
- * grows with it.
+ * reader-writer lock for membership; the outgoing list also writes each session's handover
+ * record when the session joins it and keeps the set of sessions that have files, so the reboot
+ * path touches only those.
  *
  * @module
  */
 import { LiveUpdateError } from "../errors.js";
-import { encodeFixedString, SESSION_NAME_SIZE, type BlockChain } from "../abi/index.js";
+import { encodeFixedString, SESSION_NAME_SIZE, type SessionRecords, type SessionSlot } from "../abi/index.js";
 import { FileSet } from "./file.js";
 import { LevelMutex, LevelRwLock, LockLevel } from "./locks.js";
 import type { LuoServices } from "./services.js";
@@ -29,6 +30,8 @@ export class Session {
   retrieved = false;
   /** Lifecycle state. */
   state: SessionState = "live";
+  /** Outgoing only: where the session's handover record lives (set when it joins the list). */
+  slot: SessionSlot | undefined;
   private fileSet: FileSet | undefined;
 
   /**
@@ -84,16 +87,18 @@ export function validateSessionName(name: string): Uint8Array {
 /** One of the two session lists. */
 export class SessionList {
   private readonly sessions = new Map<string, Session>();
+  /** Sessions that have (or had) files; see {@link SessionList.withFiles}. */
+  private readonly filed = new Set<Session>();
   /** Membership lock (level 2.1 incoming / 2.2 outgoing). */
   readonly lock: LevelRwLock;
 
   /**
    * @param kind - which list
-   * @param chain - outgoing only: the session block chain grown with the list
+   * @param records - outgoing only: the session records written as sessions join
    */
   constructor(
     readonly kind: "outgoing" | "incoming",
-    private readonly chain?: BlockChain,
+    private readonly records?: SessionRecords,
   ) {
     this.lock = new LevelRwLock(
       `${kind} session list`,
@@ -116,9 +121,20 @@ export class SessionList {
     return this.sessions.values();
   }
 
+  /** Records that `session` (of this list) now has files. */
+  noteFiles(session: Session): void {
+    if (this.sessions.get(session.name) === session) this.filed.add(session);
+  }
+
+  /** Sessions that have files, in creation order (the reboot path freezes these). */
+  withFiles(): Session[] {
+    const list = [...this.filed].filter((s) => s.fileCount > 0);
+    return list.sort((a, b) => a.slot!.index - b.slot!.index);
+  }
+
   /**
    * Appends a session (list lock held for writing). `EEXIST` for a duplicate name; outgoing:
-   * grows the block chain first (`ENOSPC`/`ENOMEM`) and shrinks it again on any failure.
+   * writes its handover record first (`ENOSPC`/`ENOMEM`, nothing changes on failure).
    */
   insert(session: Session): void {
     if (this.sessions.has(session.name)) {
@@ -127,14 +143,15 @@ export class SessionList {
         `${this.kind === "incoming" ? "an" : "a"} ${this.kind} session named "${session.name}" already exists`,
       );
     }
-    this.chain?.grow(this.sessions.size + 1);
+    if (this.records) session.slot = this.records.add(session.name);
     this.sessions.set(session.name, session);
   }
 
-  /** Removes a session (list lock held for writing); shrinks the outgoing chain. */
+  /** Removes a session (list lock held for writing) and its handover record. */
   remove(session: Session): void {
     if (this.sessions.get(session.name) !== session) return;
     this.sessions.delete(session.name);
-    this.chain?.shrink(this.sessions.size);
+    this.filed.delete(session);
+    if (session.slot) this.records?.remove(session.slot);
   }
 }
