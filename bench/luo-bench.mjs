@@ -4,7 +4,8 @@
 // (deserialize) and retrieve + finish; prints per-item costs and t(10n)/t(n) ratios, compares
 // serialization with a plain copy of the same handover bytes, and writes
 // bench/results/latest.json. Handlers here do no work of their own so the core is what is timed.
-// Usage: node bench/luo-bench.mjs [--full] [--quick]   (--full adds the 1M-file run)
+// Usage: node bench/luo-bench.mjs [--full] [--quick]   (--full adds the 1M-file run and writes
+// bench/results/full-1m.json instead)
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
@@ -194,5 +195,7 @@ console.log(
   `heap per session beyond the handover: ${result.memoryPerSessionBytes} B (target ≤ 1024); peak RSS ${result.peakRssMiB} MiB`,
 );
 mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
-writeFileSync(new URL("./results/latest.json", import.meta.url), JSON.stringify(result, null, 2) + "\n");
-console.log("wrote bench/results/latest.json");
+// The 1M-file run keeps its own file so `pnpm bench` results stay comparable run to run.
+const out = args.has("--full") ? "full-1m.json" : "latest.json";
+writeFileSync(new URL(`./results/${out}`, import.meta.url), JSON.stringify(result, null, 2) + "\n");
+console.log(`wrote bench/results/${out}`);
