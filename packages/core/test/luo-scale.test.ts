@@ -98,6 +98,18 @@ async function roundTrip(files: readonly number[], memory: string): Promise<Kern
   return k2;
 }
 
+/** A kernel with the value handler and `n` empty outgoing sessions; `baseline` is before them. */
+async function withSessions(n: number) {
+  const machine = new Machine({ memory: "16 MiB" });
+  const k1 = await machine.boot({ plugins: [valuePlugin] });
+  const p = k1.spawn("vmm");
+  const dev = await p.openLiveUpdate();
+  const baseline = preservedPages(machine);
+  const handles = [];
+  for (let s = 0; s < n; s++) handles.push(await dev.createSession(sname(s)));
+  return { machine, k1, p, dev, baseline, handles };
+}
+
 describe("block boundaries across kexec", () => {
   it("818 and 819 empty sessions fit one session block; 820 need a second one", async () => {
     for (const n of [818, 819, 820]) await roundTrip(new Array<number>(n).fill(0), "16 MiB");
@@ -114,13 +126,7 @@ describe("block boundaries across kexec", () => {
   });
 
   it("shrinks the chains back when sessions and files go away, never leaving an empty block", async () => {
-    const machine = new Machine({ memory: "16 MiB" });
-    const k1 = await machine.boot({ plugins: [valuePlugin] });
-    const p = k1.spawn("vmm");
-    const dev = await p.openLiveUpdate();
-    const baseline = preservedPages(machine);
-    const handles = [];
-    for (let s = 0; s < 820; s++) handles.push(await dev.createSession(sname(s)));
+    const { machine, k1, p, baseline, handles } = await withSessions(820);
     expect(preservedPages(machine) - baseline).toBe(2 * SESSION_BLOCK_PAGES);
     const last = handles.pop()!;
     await last.close();
@@ -145,13 +151,7 @@ describe("block boundaries across kexec", () => {
   });
 
   it("closes in the middle of the list leave holes that the reboot closes: creation order, no empty block", async () => {
-    const machine = new Machine({ memory: "16 MiB" });
-    const k1 = await machine.boot({ plugins: [valuePlugin] });
-    const p = k1.spawn("vmm");
-    const dev = await p.openLiveUpdate();
-    const baseline = preservedPages(machine);
-    const handles = [];
-    for (let s = 0; s < 1000; s++) handles.push(await dev.createSession(sname(s)));
+    const { machine, k1, p, dev, baseline, handles } = await withSessions(1000);
     // Files in sessions on both sides of the hole, so their records move with compaction.
     for (const s of [5, 950]) {
       const fd = p.installFile(new ValueFile(value(s, 0)));

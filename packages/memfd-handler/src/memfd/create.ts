@@ -63,13 +63,7 @@ export function memfdCreate(proc: Process, name: string, options: MemfdCreateOpt
     seals,
     executable: !noExec,
   });
-  const file = new MemfdFile(inode);
-  try {
-    return proc.installFile(file);
-  } catch (e) {
-    file.put();
-    throw e;
-  }
+  return installMemfd(proc, inode);
 }
 
 /**
@@ -96,13 +90,7 @@ export function memfdFile(proc: Process, fd: number): MemfdFile {
 export function memfdReopen(proc: Process, fd: number): number {
   const inode = memfdFile(proc, fd).memfd;
   inode.fs.assertActive();
-  const file = new MemfdFile(inode);
-  try {
-    return proc.installFile(file);
-  } catch (e) {
-    file.put();
-    throw e;
-  }
+  return installMemfd(proc, inode);
 }
 
 /**
@@ -114,4 +102,15 @@ export function memfdReopen(proc: Process, fd: number): number {
  */
 export function memfdPages(file: MemfdFile): Map<number, bigint> {
   return new Map(file.memfd.folios().map((f) => [f.index, f.phys]));
+}
+
+/** Opens a new file object on `inode` in `proc` (dropped again if the fd table is full). */
+function installMemfd(proc: Process, inode: MemfdInode): number {
+  const file = new MemfdFile(inode);
+  try {
+    return proc.installFile(file);
+  } catch (e) {
+    file.put();
+    throw e;
+  }
 }
