@@ -22,6 +22,9 @@ async function handedOver(n = 3, options: { flbs?: number } = {}) {
 const ops = (log: readonly { op: string; key: bigint; failed: boolean }[], from: number) =>
   log.slice(from).map((x) => `${x.op}:${x.key}${x.failed ? "!" : ""}`);
 
+/** The callbacks of a FINISH of files 1..3 that nobody vetoes: canFinish FIFO, then finish LIFO. */
+const FINISH_ALL_3 = ["canFinish:1", "canFinish:2", "canFinish:3", "finish:3", "finish:2", "finish:1"];
+
 describe("FINISH", () => {
   it("a canFinish veto (FIFO, stops at the veto) changes nothing; a later FINISH asks FIFO and finishes LIFO", async () => {
     const { kernel: k2, proc: q, dev, c } = await handedOver(3);
@@ -47,14 +50,7 @@ describe("FINISH", () => {
     c.heal();
     mark = c.log.length;
     await inc.finish();
-    expect(ops(c.log, mark)).toEqual([
-      "canFinish:1",
-      "canFinish:2",
-      "canFinish:3",
-      "finish:3",
-      "finish:2",
-      "finish:1",
-    ]);
+    expect(ops(c.log, mark)).toEqual(FINISH_ALL_3);
     // File 2 was never retrieved: finish got it anyway and its memory came back.
     expect(k2.incoming!.unrestoredPages).toBe(0);
     expect(k2.liveupdate.stats()).toEqual({ outgoingSessions: 0, incomingSessions: 1, ownedFiles: 0 });
@@ -93,14 +89,7 @@ describe("closing an incoming session", () => {
     await inc.retrieveFd(2);
     const mark = c.log.length;
     await inc.close();
-    expect(ops(c.log, mark)).toEqual([
-      "canFinish:1",
-      "canFinish:2",
-      "canFinish:3",
-      "finish:3",
-      "finish:2",
-      "finish:1",
-    ]);
+    expect(ops(c.log, mark)).toEqual(FINISH_ALL_3);
     expect(k2.liveupdate.stats()).toEqual({ outgoingSessions: 0, incomingSessions: 0, ownedFiles: 0 });
     expect(k2.incoming!.unrestoredPages).toBe(0);
     await rejects(dev.retrieveSession("vm"), "ENOENT");

@@ -62,6 +62,7 @@ import {
   type Kernel,
   type KernelFile,
   type Plugin,
+  type Process,
   type Session,
 } from "@luo/core";
 import { TestFile, createTestFile, testHandlerPlugin } from "@luo/core/testing";
@@ -695,6 +696,230 @@ function report(all: string[], ops: Ops, rig: Rig): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Steps shared by both phases
+
+/** One run's concurrent part: its rig and operations, the kernel that kexecs, the problems found. */
+interface Run {
+  readonly rig: Rig;
+  readonly kit: RaceKit;
+  readonly ops: Ops;
+  readonly kernel: Kernel;
+  /** `kernel`'s label in the trace. */
+  readonly label: string;
+  readonly problems: string[];
+}
+
+/** Arms `rig` for the concurrent part: the freeze fault to inject, callbacks through the scheduler. */
+function arm(rig: Rig, kit: RaceKit, kernel: Kernel, label: string, fault: number | undefined): Run {
+  rig.freezeFault = fault === undefined ? undefined : BigInt(fault);
+  rig.gate = true;
+  return { rig, kit, ops: new Ops(rig), kernel, label, problems: [] };
+}
+
+/** Runs `what` on session `session` once `opened` (its create or retrieve) succeeded. */
+function afterSession(
+  run: Run,
+  kind: OpKind,
+  label: string,
+  session: string,
+  opened: Op,
+  what: (sess: Session) => Promise<unknown>,
+): Op {
+  return run.ops.after<Session>({ label, kind, kernel: run.label, session }, opened, what);
+}
+
+/** A file installed in a process before the run, to be preserved during it. */
+interface Installed {
+  readonly name: string;
+  readonly content: string;
+  readonly fd: number;
+}
+
+/** Installs one TestFile per content in `proc`, named `${prefix}0`, `${prefix}1`, … */
+function installFiles(proc: Process, prefix: string, contents: readonly string[]): Installed[] {
+  return contents.map((content, i) => {
+    const name = `${prefix}${i}`;
+    return { name, content, fd: proc.installFile(new TestFile(name, enc(content))) };
+  });
+}
+
+/** Preserves `file` (installed in `proc`) as `token` into session `session` once `created` succeeded. */
+function preserveInstalled(
+  run: Run,
+  proc: Process,
+  file: Installed,
+  session: string,
+  created: Op,
+  token: bigint,
+): Op {
+  const spec = {
+    label: `preserve ${file.name} as ${session}/${token}`,
+    kind: "preserve" as const,
+    kernel: run.label,
+    session,
+    token,
+    content: () => file.content,
+  };
+  return run.ops.after<Session>(spec, created, (sess) =>
+    run.kernel.liveupdate.preserveFd(sess, proc, file.fd, token),
+  );
+}
+
+/** Creates the outgoing sessions `names`, each behind its own scheduled start. */
+function createSessions(run: Run, names: readonly string[]): Op[] {
+  return names.map((name) =>
+    run.ops.now({ label: `create ${name}`, kind: "create", kernel: run.label, session: name }, () =>
+      run.kernel.liveupdate.createSession(name),
+    ),
+  );
+}
+
+/**
+ * Starts the kexec after `delay` scheduled steps, runs the scheduler until idle and checks that
+ * every operation settled (properties 4 and 5). Returns the kexec operation.
+ */
+async function kexecAndDrain(run: Run, delay: number): Promise<Op> {
+  const { rig, ops, kernel, label, problems } = run;
+  const kexec = ops.track(
+    { label: "kexec", kind: "kexec", kernel: label },
+    ops.startLate("kexec", delay).then(() => kernel.kexec()),
+  );
+  await drain(rig.s);
+  checkSettled(rig, ops, problems);
+  report(problems, ops, rig);
+  return kexec;
+}
+
+/** Property 3, first step: the kexec failed with the injected fault; the fault is cleared. */
+function expectFailedReboot(run: Run): void {
+  expect(run.kernel.halted).toBe(false);
+  expect(run.rig.freezeFault).toBeDefined();
+  run.rig.freezeFault = undefined;
+}
+
+/**
+ * Property 3, after the failed reboot: every committed session is still live and takes another
+ * preserve (of a file installed in `proc`), a new session "R" can be created and preserved into,
+ * and a second kexec succeeds. Returns the next kernel.
+ */
+async function retryAfterFailedReboot(run: Run, proc: Process): Promise<Kernel> {
+  const { rig, ops, kernel, label, problems } = run;
+  const luo = kernel.liveupdate;
+  const model = buildModel(rig, ops, label, Infinity, problems);
+  report(problems, ops, rig);
+  let fresh = 0;
+  const preserveFresh = async (name: string, sess: Session) => {
+    const content = `after the failed reboot ${fresh++}`;
+    const fd = proc.installFile(new TestFile(`r${fresh}`, enc(content)));
+    const token = 100n + BigInt(fresh);
+    const op = ops.track(
+      {
+        label: `preserve after failure into ${name}/${token}`,
+        kind: "preserve",
+        kernel: label,
+        session: name,
+        token,
+        content: () => content,
+      },
+      luo.preserveFd(sess, proc, fd, token),
+    );
+    await drive(rig, op.promise, op.label);
+  };
+  for (const name of model.keys()) {
+    const sess = luo.outgoing.get(name);
+    if (sess) await preserveFresh(name, sess);
+    else problems.push(`committed session ${name} is not in the outgoing list`);
+  }
+  const create = ops.track(
+    { label: "create R", kind: "create", kernel: label, session: "R" },
+    luo.createSession("R"),
+  );
+  await preserveFresh("R", (await drive(rig, create.promise, create.label)) as Session);
+  const again = ops.track({ label: "kexec again", kind: "kexec", kernel: label }, kernel.kexec());
+  return (await drive(rig, again.promise, again.label)) as Kernel;
+}
+
+/**
+ * Properties 1 and 2 once the run is over: no commit inside a freeze window, the commits match
+ * the successful operations, the old kernel matches the model of the committed operations, and
+ * so does the handover in `next` (traced as `nextLabel`). `retainedIncoming` counts the incoming
+ * files the old kernel still owns.
+ */
+async function checkOutcome(
+  run: Run,
+  next: Kernel,
+  nextLabel: string,
+  retainedIncoming: number,
+): Promise<void> {
+  const { rig, kit, ops, kernel, label, problems } = run;
+  rig.gate = false;
+  const w = checkFreeze(rig, ops, label, problems);
+  checkCommits(rig, ops, label, problems);
+  const model = buildModel(rig, ops, label, w.committedAt ?? Infinity, problems);
+  checkOldKernel(kernel, kit, model, retainedIncoming, problems);
+  checkSettled(rig, ops, problems);
+  report(problems, ops, rig);
+  watch(rig, next, nextLabel);
+  await checkHandover(next, kit, model, problems);
+  report(problems, ops, rig);
+}
+
+/**
+ * A command of weight `weight` for fc.oneof: `{ k }`, plus one value from each of `fields`
+ * (generated in their order, after `k`).
+ */
+function command<K extends string>(weight: number, k: K): fc.WeightedArbitrary<{ k: K }>;
+function command<K extends string, F extends object>(
+  weight: number,
+  k: K,
+  fields: { [P in keyof F]: fc.Arbitrary<F[P]> },
+): fc.WeightedArbitrary<{ k: K } & F>;
+function command(
+  weight: number,
+  k: string,
+  fields?: Record<string, fc.Arbitrary<unknown>>,
+): fc.WeightedArbitrary<unknown> {
+  const arbitrary = fields === undefined ? fc.constant({ k }) : fc.record({ k: fc.constant(k), ...fields });
+  return { weight, arbitrary };
+}
+
+/** What every phase's input holds besides its own fields. */
+interface PhaseInput<C> {
+  readonly cmds: C[];
+  readonly kexecDelay: number;
+  readonly fault: number | undefined;
+}
+
+/**
+ * A phase's inputs: its own `fields`, then up to `maxCmds` commands, the kexec's delay in
+ * scheduled steps and the token whose freeze fails, if any (generated in that order).
+ */
+function phase<F extends object, C>(
+  fields: { [P in keyof F]: fc.Arbitrary<F[P]> },
+  cmd: fc.Arbitrary<C>,
+  maxCmds: number,
+): fc.Arbitrary<F & PhaseInput<C>> {
+  // fc.record types the spread of a generic model as its fixed fields only.
+  return fc.record({
+    ...fields,
+    cmds: fc.array(cmd, { maxLength: maxCmds }),
+    kexecDelay: fc.nat(8),
+    fault: fc.option(fc.nat(2), { nil: undefined }),
+  }) as fc.Arbitrary<F & PhaseInput<C>>;
+}
+
+/** A rig on scheduler `s` with its race kit and the extra handler, and a first kernel with the kit. */
+async function bootRig(
+  s: fc.Scheduler,
+): Promise<{ rig: Rig; kit: RaceKit; extra: ReturnType<typeof extraKit>; k1: Kernel }> {
+  const rig = new Rig(s);
+  const kit = raceKit(rig);
+  const extra = extraKit();
+  const k1 = await new Machine({ memory: MEMORY }).boot({ plugins: [kit.plugin] });
+  return { rig, kit, extra, k1 };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Phase A: the old kernel — create, preserve, close, registration, kexec
 
 type CmdA =
@@ -705,72 +930,37 @@ type CmdA =
   | { k: "unregister" };
 
 const cmdA: fc.Arbitrary<CmdA> = fc.oneof(
-  {
-    weight: 5,
-    arbitrary: fc.record({
-      k: fc.constant("preserve" as const),
-      s: fc.nat(2),
-      file: fc.nat(3),
-      token: fc.nat(2),
-    }),
-  },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant("close" as const), s: fc.nat(2) }) },
-  { weight: 1, arbitrary: fc.constant({ k: "register" as const }) },
-  { weight: 1, arbitrary: fc.constant({ k: "registerFlb" as const }) },
-  { weight: 1, arbitrary: fc.constant({ k: "unregister" as const }) },
+  command(5, "preserve", { s: fc.nat(2), file: fc.nat(3), token: fc.nat(2) }),
+  command(2, "close", { s: fc.nat(2) }),
+  command(1, "register"),
+  command(1, "registerFlb"),
+  command(1, "unregister"),
 );
 
-const phaseA = fc.record({
-  sessions: fc.integer({ min: 1, max: 3 }),
-  cmds: fc.array(cmdA, { maxLength: 6 }),
-  kexecDelay: fc.nat(8),
-  fault: fc.option(fc.nat(2), { nil: undefined }),
-});
+const phaseA = phase({ sessions: fc.integer({ min: 1, max: 3 }) }, cmdA, 6);
 
-async function runPhaseA(
-  s: fc.Scheduler,
-  input: { sessions: number; cmds: CmdA[]; kexecDelay: number; fault: number | undefined },
-): Promise<void> {
-  const rig = new Rig(s);
-  const kit = raceKit(rig);
-  const extra = extraKit();
-  const machine = new Machine({ memory: MEMORY });
-  const k1 = await machine.boot({ plugins: [kit.plugin] });
+async function runPhaseA(s: fc.Scheduler, input: { sessions: number } & PhaseInput<CmdA>): Promise<void> {
+  const { rig, kit, extra, k1 } = await bootRig(s);
   watch(rig, k1, "k1");
   const luo = k1.liveupdate;
   const p = k1.spawn("vmm");
-  const contents = [0, 1, 2, 3].map((i) => `file ${i}`);
-  const fds = contents.map((c, i) => p.installFile(new TestFile(`f${i}`, enc(c))));
-  rig.freezeFault = input.fault === undefined ? undefined : BigInt(input.fault);
-  rig.gate = true;
-
-  const ops = new Ops(rig);
+  const files = installFiles(p, "f", ["file 0", "file 1", "file 2", "file 3"]);
+  const run = arm(rig, kit, k1, "k1", input.fault);
+  const { ops, problems } = run;
   const names = Array.from({ length: input.sessions }, (_, i) => `A${i}`);
-  const creates = names.map((name) =>
-    ops.now({ label: `create ${name}`, kind: "create", kernel: "k1", session: name }, () =>
-      luo.createSession(name),
-    ),
-  );
+  const creates = createSessions(run, names);
   const closed = new Set<number>();
   for (const cmd of input.cmds) {
     if (cmd.k === "preserve") {
       const i = cmd.s % names.length;
-      const token = BigInt(cmd.token);
-      const spec = {
-        label: `preserve f${cmd.file} as ${names[i]}/${token}`,
-        kind: "preserve" as const,
-        kernel: "k1",
-        session: names[i],
-        token,
-        content: () => contents[cmd.file]!,
-      };
-      ops.after<Session>(spec, creates[i]!, (sess) => luo.preserveFd(sess, p, fds[cmd.file]!, token));
+      preserveInstalled(run, p, files[cmd.file]!, names[i]!, creates[i]!, BigInt(cmd.token));
     } else if (cmd.k === "close") {
       const i = cmd.s % names.length;
       if (closed.has(i)) continue; // a session fd is released once
       closed.add(i);
-      const spec = { label: `close ${names[i]}`, kind: "closeOut" as const, kernel: "k1", session: names[i] };
-      ops.after<Session>(spec, creates[i]!, (sess) => luo.releaseSession(sess));
+      afterSession(run, "closeOut", `close ${names[i]}`, names[i]!, creates[i]!, (sess) =>
+        luo.releaseSession(sess),
+      );
     } else if (cmd.k === "register") {
       ops.now({ label: "register extra handler", kind: "register", kernel: "k1" }, () =>
         luo.registry.registerHandler(extra.handler),
@@ -785,70 +975,20 @@ async function runPhaseA(
       );
     }
   }
-  const kexec = ops.track(
-    { label: "kexec", kind: "kexec", kernel: "k1" },
-    ops.startLate("kexec", input.kexecDelay).then(() => k1.kexec()),
-  );
-  await drain(s);
-
-  const problems: string[] = [];
-  checkSettled(rig, ops, problems);
-  report(problems, ops, rig);
+  const kexec = await kexecAndDrain(run, input.kexecDelay);
 
   let next: Kernel;
   if (kexec.state === "ok") {
     next = kexec.value as Kernel;
   } else {
     // Property 3: the failed reboot left the kernel and every session usable.
-    expect(k1.halted).toBe(false);
-    expect(rig.freezeFault).toBeDefined();
-    rig.freezeFault = undefined;
+    expectFailedReboot(run);
     const w = freezeWindows(rig, "k1");
-    const model = buildModel(rig, ops, "k1", Infinity, problems);
-    report(problems, ops, rig);
-    let fresh = 0;
-    const preserveFresh = async (name: string, sess: Session) => {
-      const content = `after the failed reboot ${fresh++}`;
-      const fd = p.installFile(new TestFile(`r${fresh}`, enc(content)));
-      const token = 100n + BigInt(fresh);
-      const op = ops.track(
-        {
-          label: `preserve after failure into ${name}/${token}`,
-          kind: "preserve",
-          kernel: "k1",
-          session: name,
-          token,
-          content: () => content,
-        },
-        luo.preserveFd(sess, p, fd, token),
-      );
-      await drive(rig, op.promise, op.label);
-    };
-    for (const name of model.keys()) {
-      const sess = luo.outgoing.get(name);
-      if (sess) await preserveFresh(name, sess);
-      else problems.push(`committed session ${name} is not in the outgoing list`);
-    }
-    const create = ops.track(
-      { label: "create R", kind: "create", kernel: "k1", session: "R" },
-      luo.createSession("R"),
-    );
-    await preserveFresh("R", (await drive(rig, create.promise, create.label)) as Session);
-    const again = ops.track({ label: "kexec again", kind: "kexec", kernel: "k1" }, k1.kexec());
-    next = (await drive(rig, again.promise, again.label)) as Kernel;
+    next = await retryAfterFailedReboot(run, p);
     if (w.windows.length !== 1 || w.windows[0]!.end === Infinity)
       problems.push("the failed reboot did not release the lock once");
   }
-  rig.gate = false;
-  const w = checkFreeze(rig, ops, "k1", problems);
-  checkCommits(rig, ops, "k1", problems);
-  const model = buildModel(rig, ops, "k1", w.committedAt ?? Infinity, problems);
-  checkOldKernel(k1, kit, model, 0, problems);
-  checkSettled(rig, ops, problems);
-  report(problems, ops, rig);
-  watch(rig, next, "k2");
-  await checkHandover(next, kit, model, problems);
-  report(problems, ops, rig);
+  await checkOutcome(run, next, "k2", 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -864,58 +1004,30 @@ type CmdB =
   | { k: "register" };
 
 const cmdB: fc.Arbitrary<CmdB> = fc.oneof(
-  {
-    weight: 4,
-    arbitrary: fc.record({ k: fc.constant("retrieveFd" as const), x: fc.nat(1), token: fc.nat(2) }),
-  },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant("finish" as const), x: fc.nat(1) }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("closeIn" as const), x: fc.nat(1) }) },
-  {
-    weight: 3,
-    arbitrary: fc.record({
-      k: fc.constant("preserveRetrieved" as const),
-      y: fc.nat(1),
-      r: fc.nat(5),
-      token: fc.nat(2),
-    }),
-  },
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      k: fc.constant("preserveFresh" as const),
-      y: fc.nat(1),
-      file: fc.nat(1),
-      token: fc.nat(2),
-    }),
-  },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant("closeOut" as const), y: fc.nat(1) }) },
-  { weight: 1, arbitrary: fc.constant({ k: "register" as const }) },
+  command(4, "retrieveFd", { x: fc.nat(1), token: fc.nat(2) }),
+  command(2, "finish", { x: fc.nat(1) }),
+  command(1, "closeIn", { x: fc.nat(1) }),
+  command(3, "preserveRetrieved", { y: fc.nat(1), r: fc.nat(5), token: fc.nat(2) }),
+  command(2, "preserveFresh", { y: fc.nat(1), file: fc.nat(1), token: fc.nat(2) }),
+  command(1, "closeOut", { y: fc.nat(1) }),
+  command(1, "register"),
 );
 
-const phaseB = fc.record({
-  incoming: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 2 }),
-  outgoing: fc.integer({ min: 1, max: 2 }),
-  cmds: fc.array(cmdB, { maxLength: 7 }),
-  kexecDelay: fc.nat(8),
-  fault: fc.option(fc.nat(2), { nil: undefined }),
-});
+const phaseB = phase(
+  {
+    incoming: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 2 }),
+    outgoing: fc.integer({ min: 1, max: 2 }),
+  },
+  cmdB,
+  7,
+);
 
 async function runPhaseB(
   s: fc.Scheduler,
-  input: {
-    incoming: number[];
-    outgoing: number;
-    cmds: CmdB[];
-    kexecDelay: number;
-    fault: number | undefined;
-  },
+  input: { incoming: number[]; outgoing: number } & PhaseInput<CmdB>,
 ): Promise<void> {
-  const rig = new Rig(s);
-  const kit = raceKit(rig);
-  const extra = extraKit();
-  const machine = new Machine({ memory: MEMORY });
+  const { rig, kit, extra, k1 } = await bootRig(s);
   // Serial setup: the old kernel hands over sessions X<i> with files 0..n-1.
-  const k1 = await machine.boot({ plugins: [kit.plugin] });
   const p = k1.spawn("vmm");
   const xNames = input.incoming.map((_, i) => `X${i}`);
   const original = (x: string, t: bigint) => `${x} file ${t}`;
@@ -931,12 +1043,9 @@ async function runPhaseB(
   const luo = k2.liveupdate;
   const q = k2.spawn("vmm");
   await q.openLiveUpdate();
-  const freshContents = [0, 1].map((i) => `fresh ${i}`);
-  const freshFds = freshContents.map((c, i) => q.installFile(new TestFile(`fresh${i}`, enc(c))));
-  rig.freezeFault = input.fault === undefined ? undefined : BigInt(input.fault);
-  rig.gate = true;
-
-  const ops = new Ops(rig);
+  const fresh = installFiles(q, "fresh", ["fresh 0", "fresh 1"]);
+  const run = arm(rig, kit, k2, "k2", input.fault);
+  const { ops, problems } = run;
   const usedX = new Set(input.cmds.flatMap((c) => ("x" in c ? [c.x % xNames.length] : [])));
   const retrieves = new Map<number, Op>();
   for (const i of [...usedX].sort()) {
@@ -949,11 +1058,7 @@ async function runPhaseB(
     );
   }
   const yNames = Array.from({ length: input.outgoing }, (_, i) => `Y${i}`);
-  const creates = yNames.map((name) =>
-    ops.now({ label: `create ${name}`, kind: "create", kernel: "k2", session: name }, () =>
-      luo.createSession(name),
-    ),
-  );
+  const creates = createSessions(run, yNames);
   const retrieveFds: { op: Op; session: string; token: bigint }[] = [];
   const closedX = new Set<number>();
   const closedY = new Set<number>();
@@ -972,24 +1077,16 @@ async function runPhaseB(
       retrieveFds.push({ op, session: xNames[i]!, token });
     } else if (cmd.k === "finish") {
       const i = cmd.x % xNames.length;
-      const spec = {
-        label: `finish ${xNames[i]}`,
-        kind: "finish" as const,
-        kernel: "k2",
-        session: xNames[i],
-      };
-      ops.after<Session>(spec, retrieves.get(i)!, (sess) => luo.finish(sess));
+      afterSession(run, "finish", `finish ${xNames[i]}`, xNames[i]!, retrieves.get(i)!, (sess) =>
+        luo.finish(sess),
+      );
     } else if (cmd.k === "closeIn") {
       const i = cmd.x % xNames.length;
       if (closedX.has(i)) continue;
       closedX.add(i);
-      const spec = {
-        label: `close ${xNames[i]}`,
-        kind: "closeIn" as const,
-        kernel: "k2",
-        session: xNames[i],
-      };
-      ops.after<Session>(spec, retrieves.get(i)!, (sess) => luo.releaseSession(sess));
+      afterSession(run, "closeIn", `close ${xNames[i]}`, xNames[i]!, retrieves.get(i)!, (sess) =>
+        luo.releaseSession(sess),
+      );
     } else if (cmd.k === "preserveRetrieved") {
       if (retrieveFds.length === 0) continue;
       const src = retrieveFds[cmd.r % retrieveFds.length]!;
@@ -1021,42 +1118,21 @@ async function runPhaseB(
       );
     } else if (cmd.k === "preserveFresh") {
       const y = cmd.y % yNames.length;
-      const token = BigInt(cmd.token);
-      const spec = {
-        label: `preserve fresh${cmd.file} as ${yNames[y]}/${token}`,
-        kind: "preserve" as const,
-        kernel: "k2",
-        session: yNames[y],
-        token,
-        content: () => freshContents[cmd.file]!,
-      };
-      ops.after<Session>(spec, creates[y]!, (sess) => luo.preserveFd(sess, q, freshFds[cmd.file]!, token));
+      preserveInstalled(run, q, fresh[cmd.file]!, yNames[y]!, creates[y]!, BigInt(cmd.token));
     } else if (cmd.k === "closeOut") {
       const y = cmd.y % yNames.length;
       if (closedY.has(y)) continue;
       closedY.add(y);
-      const spec = {
-        label: `close ${yNames[y]}`,
-        kind: "closeOut" as const,
-        kernel: "k2",
-        session: yNames[y],
-      };
-      ops.after<Session>(spec, creates[y]!, (sess) => luo.releaseSession(sess));
+      afterSession(run, "closeOut", `close ${yNames[y]}`, yNames[y]!, creates[y]!, (sess) =>
+        luo.releaseSession(sess),
+      );
     } else {
       ops.now({ label: "register extra handler", kind: "register", kernel: "k2" }, () =>
         luo.registry.registerHandler(extra.handler),
       );
     }
   }
-  const kexec = ops.track(
-    { label: "kexec", kind: "kexec", kernel: "k2" },
-    ops.startLate("kexec", input.kexecDelay).then(() => k2.kexec()),
-  );
-  await drain(s);
-
-  const problems: string[] = [];
-  checkSettled(rig, ops, problems);
-  report(problems, ops, rig);
+  const kexec = await kexecAndDrain(run, input.kexecDelay);
 
   // Retrieved files: the original content, and the same file object for every retrieve of a token.
   const byToken = new Map<string, KernelFile>();
@@ -1091,9 +1167,7 @@ async function runPhaseB(
     next = kexec.value as Kernel;
   } else {
     // Property 3: finish and close the incoming sessions, preserve more, kexec again.
-    expect(k2.halted).toBe(false);
-    expect(rig.freezeFault).toBeDefined();
-    rig.freezeFault = undefined;
+    expectFailedReboot(run);
     for (const [i, r] of retrieves) {
       if (r.state !== "ok" || closedX.has(i)) continue;
       const sess = r.value as Session;
@@ -1108,43 +1182,8 @@ async function runPhaseB(
       );
       await drive(rig, c.promise, c.label);
     }
-    const model = buildModel(rig, ops, "k2", Infinity, problems);
-    report(problems, ops, rig);
-    let fresh = 0;
-    const preserveFresh = async (name: string, sess: Session) => {
-      const content = `after the failed reboot ${fresh++}`;
-      const fd = q.installFile(new TestFile(`r${fresh}`, enc(content)));
-      const token = 100n + BigInt(fresh);
-      const op = ops.track(
-        {
-          label: `preserve after failure into ${name}/${token}`,
-          kind: "preserve",
-          kernel: "k2",
-          session: name,
-          token,
-          content: () => content,
-        },
-        luo.preserveFd(sess, q, fd, token),
-      );
-      await drive(rig, op.promise, op.label);
-    };
-    for (const name of model.keys()) {
-      const sess = luo.outgoing.get(name);
-      if (sess) await preserveFresh(name, sess);
-      else problems.push(`committed session ${name} is not in the outgoing list`);
-    }
-    const create = ops.track(
-      { label: "create R", kind: "create", kernel: "k2", session: "R" },
-      luo.createSession("R"),
-    );
-    await preserveFresh("R", (await drive(rig, create.promise, create.label)) as Session);
-    const again = ops.track({ label: "kexec again", kind: "kexec", kernel: "k2" }, k2.kexec());
-    next = (await drive(rig, again.promise, again.label)) as Kernel;
+    next = await retryAfterFailedReboot(run, q);
   }
-  rig.gate = false;
-  const w = checkFreeze(rig, ops, "k2", problems);
-  checkCommits(rig, ops, "k2", problems);
-  const model = buildModel(rig, ops, "k2", w.committedAt ?? Infinity, problems);
   // Incoming sessions are never carried (SPEC §2.6): only the Y sessions (and R) may come over.
   // Retrieved-but-not-finished incoming files stay owned by the old kernel until it halts.
   const retrieved = new Set<string>();
@@ -1153,12 +1192,7 @@ async function runPhaseB(
     if (e.what === "file:retrieved") retrieved.add(key(e.session, e.token));
     if (e.what === "file:finished") retrieved.delete(key(e.session, e.token));
   }
-  checkOldKernel(k2, kit, model, retrieved.size, problems);
-  checkSettled(rig, ops, problems);
-  report(problems, ops, rig);
-  watch(rig, next, "k3");
-  await checkHandover(next, kit, model, problems);
-  report(problems, ops, rig);
+  await checkOutcome(run, next, "k3", retrieved.size);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1172,30 +1206,30 @@ const params: { numRuns: number; seed?: number; path?: string } = {
   ...(PATH === undefined ? {} : { path: PATH }),
 };
 
+/** Checks `run` on RUNS inputs from `inputs` under fast-check's scheduler; logs how long it took. */
+async function explore<T>(
+  what: string,
+  inputs: fc.Arbitrary<T>,
+  run: (s: fc.Scheduler, input: T) => Promise<void>,
+): Promise<void> {
+  const t0 = performance.now();
+  await fc.assert(
+    fc.asyncProperty(fc.scheduler(), inputs, (s, input) => run(s, input)),
+    params,
+  );
+  console.log(`race (${what}): ${RUNS} runs in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
+
 describe(`race exploration (${RUNS} runs per property)`, () => {
   it(
     "old kernel: create / preserve / close / registration interleaved with kexec",
-    async () => {
-      const t0 = performance.now();
-      await fc.assert(
-        fc.asyncProperty(fc.scheduler(), phaseA, (s, input) => runPhaseA(s, input)),
-        params,
-      );
-      console.log(`race (old kernel): ${RUNS} runs in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    },
+    () => explore("old kernel", phaseA, runPhaseA),
     TIMEOUT,
   );
 
   it(
     "new kernel: retrieve / retrieve-fd / finish / close / re-preserve interleaved with kexec",
-    async () => {
-      const t0 = performance.now();
-      await fc.assert(
-        fc.asyncProperty(fc.scheduler(), phaseB, (s, input) => runPhaseB(s, input)),
-        params,
-      );
-      console.log(`race (new kernel): ${RUNS} runs in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    },
+    () => explore("new kernel", phaseB, runPhaseB),
     TIMEOUT,
   );
 });

@@ -1,7 +1,7 @@
 // The memfd-v2 handover layout: struct sizes and offsets, the folio-record bitfield, and the
 // KHO vmalloc chunk chain (multi-chunk areas, and the malformed chains parseVmalloc rejects).
 import { describe, expect, it } from "vitest";
-import { Kho, Machine, PAGE_SIZE, isLiveUpdateError } from "@luo/core";
+import { Kho, Machine, PAGE_SIZE } from "@luo/core";
 import {
   KHO_VMALLOC_ALLOC,
   KHO_VMALLOC_CHUNK_ENTRIES,
@@ -21,6 +21,7 @@ import {
   unpreserveVmalloc,
   type KhoVmalloc,
 } from "@luo/memfd-handler";
+import { code } from "./helpers/errno.js";
 
 describe("memfd-v2 layout", () => {
   it("has the kernel's sizes", () => {
@@ -74,15 +75,6 @@ describe("KHO vmalloc areas", () => {
     const kho = new Kho(machine);
     const owns = (phys: bigint, order: number) => order === 0 && kho.isPreserved(phys);
     return { machine, kho, owns };
-  };
-  const code = (fn: () => unknown): string | undefined => {
-    try {
-      fn();
-    } catch (e) {
-      if (isLiveUpdateError(e)) return e.code;
-      throw e;
-    }
-    return undefined;
   };
 
   it("spans several chunks and reads back from the descriptor alone", () => {

@@ -33,28 +33,12 @@ import {
   memfdPages,
   memfdReopen,
 } from "@luo/memfd-handler";
-import { boot, bytes, firstDifference, kexec, text, type Booted } from "./helpers/boot.js";
+import { boot, bootAndPreserve, bytes, firstDifference, kexec, text, type Booted } from "./helpers/boot.js";
+import { code, rejects } from "./helpers/errno.js";
 
 const MiB = 1024 * 1024;
 const size = (p: Process, fd: number): number => memfdFile(p, fd).size();
 const pos = (p: Process, fd: number): number => p.lseek(fd, 0, SEEK_CUR);
-
-async function rejects(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return undefined;
-}
-function throws(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return undefined;
-}
 
 /** Machine page accounting of a freshly booted second kernel with nothing handed over. */
 async function freshBaseline(): Promise<ReturnType<Machine["stats"]>> {
@@ -105,7 +89,7 @@ describe("memfd-v2 live update", () => {
     expect(q.pread(log2, 100, 0)).toEqual(text("BOOT ok\n"));
     expect(pos(q, log2)).toBe(4);
     expect(q.fcntl(log2, F_GET_SEALS)).toBe(F_SEAL_SHRINK | F_SEAL_GROW);
-    expect(throws(() => q.ftruncate(log2, 100))).toBe("EPERM"); // the seals act
+    expect(code(() => q.ftruncate(log2, 100))).toBe("EPERM"); // the seals act
     // The retrieved memfds are ordinary files of the new kernel.
     expect(memfdFile(q, ram2).description).toBe("memfd:");
     expect(q.fcntl(empty2, F_GET_SEALS)).toBe(F_SEAL_SEAL); // created without allowSealing
@@ -115,11 +99,7 @@ describe("memfd-v2 live update", () => {
   });
 
   it("is zero copy: the retrieved memfd owns the very pages that were preserved", async () => {
-    const k1 = await boot();
-    const s = await k1.dev.createSession("vm");
-    const fd = memfdCreate(k1.proc, "ram");
-    k1.proc.pwrite(fd, bytes(64 * PAGE_SIZE, 5), 0);
-    await s.preserveFd(fd, 7n);
+    const { k1, fd } = await bootAndPreserve(bytes(64 * PAGE_SIZE, 5), { token: 7n });
     const before = memfdPages(memfdFile(k1.proc, fd));
     expect(before.size).toBe(64);
 
@@ -157,30 +137,30 @@ describe("memfd-v2 live update", () => {
     await s.preserveFd(fd, 1n);
 
     expect(p.pwrite(fd, text("inside"), 2 * PAGE_SIZE - 6)).toBe(6);
-    expect(throws(() => p.pwrite(fd, text("past"), 2 * PAGE_SIZE - 2))).toBe("EPERM");
-    expect(throws(() => p.pwrite(fd, text("far"), 10 * PAGE_SIZE))).toBe("EPERM");
-    expect(throws(() => p.ftruncate(fd, 4 * PAGE_SIZE))).toBe("EPERM");
-    expect(throws(() => p.ftruncate(fd, PAGE_SIZE))).toBe("EPERM");
-    expect(throws(() => p.ftruncate(fd, 0))).toBe("EPERM");
-    expect(throws(() => p.fallocate(fd, 0, 0, PAGE_SIZE))).toBe("EPERM");
-    expect(throws(() => p.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 8 * PAGE_SIZE))).toBe("EPERM");
-    expect(throws(() => p.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE_SIZE))).toBe(
+    expect(code(() => p.pwrite(fd, text("past"), 2 * PAGE_SIZE - 2))).toBe("EPERM");
+    expect(code(() => p.pwrite(fd, text("far"), 10 * PAGE_SIZE))).toBe("EPERM");
+    expect(code(() => p.ftruncate(fd, 4 * PAGE_SIZE))).toBe("EPERM");
+    expect(code(() => p.ftruncate(fd, PAGE_SIZE))).toBe("EPERM");
+    expect(code(() => p.ftruncate(fd, 0))).toBe("EPERM");
+    expect(code(() => p.fallocate(fd, 0, 0, PAGE_SIZE))).toBe("EPERM");
+    expect(code(() => p.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 8 * PAGE_SIZE))).toBe("EPERM");
+    expect(code(() => p.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE_SIZE))).toBe(
       "EPERM",
     );
     p.lseek(fd, 0, SEEK_END);
-    expect(throws(() => p.write(fd, text("append")))).toBe("EPERM");
+    expect(code(() => p.write(fd, text("append")))).toBe("EPERM");
     p.ftruncate(fd, 2 * PAGE_SIZE); // the same size is no resize
     expect(size(p, fd)).toBe(2 * PAGE_SIZE);
     // Pinned pages: F_SEAL_WRITE is EBUSY (other seals are fine); stores through a mapping work.
-    expect(throws(() => p.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE))).toBe("EBUSY");
+    expect(code(() => p.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE))).toBe("EBUSY");
     p.fcntl(fd, F_ADD_SEALS, F_SEAL_GROW);
     const map = memfdMmap(p, fd, { length: 2 * PAGE_SIZE, write: true });
     map.write(0, text("mapped"));
-    expect(throws(() => map.write(2 * PAGE_SIZE - 1, text("xx")))).toBe("EFAULT");
+    expect(code(() => map.write(2 * PAGE_SIZE - 1, text("xx")))).toBe("EFAULT");
     map.unmap();
     // A reopened file object of the same memfd is frozen too.
     const other = memfdReopen(p, fd);
-    expect(throws(() => p.ftruncate(other, PAGE_SIZE))).toBe("EPERM");
+    expect(code(() => p.ftruncate(other, PAGE_SIZE))).toBe("EPERM");
 
     const k2 = await kexec(k1);
     const fd2 = await (await k2.dev.retrieveSession("vm")).retrieveFd(1n);
@@ -189,7 +169,7 @@ describe("memfd-v2 live update", () => {
     expect(back.subarray(2 * PAGE_SIZE - 6)).toEqual(text("inside"));
     // The retrieved memfd is not frozen.
     k2.proc.fcntl(fd2, F_ADD_SEALS, 0); // allowed: sealing was allowed and F_SEAL_SEAL is not set
-    expect(throws(() => k2.proc.ftruncate(fd2, 8 * PAGE_SIZE))).toBe("EPERM"); // F_SEAL_GROW came over
+    expect(code(() => k2.proc.ftruncate(fd2, 8 * PAGE_SIZE))).toBe("EPERM"); // F_SEAL_GROW came over
     k2.proc.ftruncate(fd2, PAGE_SIZE);
   });
 
@@ -367,12 +347,7 @@ describe("memfd-v2 live update", () => {
       [MEMFD_LUO_SER.flags, 1, "EINVAL"],
       [MEMFD_LUO_SER.seals, 0x80, "EOPNOTSUPP"],
     ] as const) {
-      const k1 = await boot();
-      const s = await k1.dev.createSession("a");
-      const fd = memfdCreate(k1.proc, "m");
-      k1.proc.pwrite(fd, bytes(300 * PAGE_SIZE, 2), 0);
-      await s.preserveFd(fd, 1n);
-      const ser = k1.kernel.liveupdate.outgoing.get("a")!.files.get(1n)!.data;
+      const { k1, ser } = await bootAndPreserve(bytes(300 * PAGE_SIZE, 2), { session: "a", name: "m" });
       const baseline = await freshBaseline();
       const k2 = await kexec(k1);
       k2.machine.writeU32(ser + BigInt(field), value);
@@ -386,12 +361,7 @@ describe("memfd-v2 live update", () => {
   });
 
   it("retrieve refuses folios that were not handed over (EIO) without restoring anything", async () => {
-    const k1 = await boot();
-    const s = await k1.dev.createSession("a");
-    const fd = memfdCreate(k1.proc, "m");
-    k1.proc.pwrite(fd, bytes(4 * PAGE_SIZE, 2), 0);
-    await s.preserveFd(fd, 1n);
-    const ser = k1.kernel.liveupdate.outgoing.get("a")!.files.get(1n)!.data;
+    const { k1, ser } = await bootAndPreserve(bytes(4 * PAGE_SIZE, 2), { session: "a", name: "m" });
     const k2 = await kexec(k1);
     // Point the third folio record at the record page itself.
     const chunk = k2.machine.readU64(ser + BigInt(MEMFD_LUO_SER.folios));
@@ -412,12 +382,8 @@ describe("memfd-v2 live update", () => {
     const { join } = await import("node:path");
     const dir = await mkdtemp(join(tmpdir(), "memfd-img-"));
     try {
-      const k1 = await boot();
-      const s = await k1.dev.createSession("vm");
-      const fd = memfdCreate(k1.proc, "ram");
       const data = bytes(MiB, 9);
-      k1.proc.pwrite(fd, data, 0);
-      await s.preserveFd(fd, 1n);
+      const { k1, fd } = await bootAndPreserve(data);
       const before = memfdPages(memfdFile(k1.proc, fd));
       const path = join(dir, "m.img");
       expect(await k1.kernel.kexec({ saveTo: path })).toBeUndefined();
@@ -440,9 +406,9 @@ describe("memfd-v2 live update", () => {
     const file = memfdFile(k1.proc, fd).get();
     const map = memfdMmap(k1.proc, fd, { length: PAGE_SIZE });
     const k2 = await kexec(k1);
-    expect(throws(() => k1.proc.pread(fd, 3, 0))).toBe("ESHUTDOWN");
-    expect(throws(() => map.read(0, 3))).toBe("ESHUTDOWN");
-    expect(throws(() => memfdCreate(k1.proc, "x"))).toBe("ESHUTDOWN");
+    expect(code(() => k1.proc.pread(fd, 3, 0))).toBe("ESHUTDOWN");
+    expect(code(() => map.read(0, 3))).toBe("ESHUTDOWN");
+    expect(code(() => memfdCreate(k1.proc, "x"))).toBe("ESHUTDOWN");
     const stats = k2.machine.stats();
     file.put(); // frees nothing: the page was scrubbed and belongs to nobody
     map.unmap();

@@ -9,7 +9,6 @@ import {
   SEEK_CUR,
   SEEK_END,
   SEEK_SET,
-  isLiveUpdateError,
 } from "@luo/core";
 import {
   MEMFD_FS,
@@ -21,16 +20,7 @@ import {
   memfdReopen,
 } from "@luo/memfd-handler";
 import { boot, bytes, text } from "./helpers/boot.js";
-
-const code = (fn: () => unknown): string | undefined => {
-  try {
-    fn();
-  } catch (e) {
-    if (isLiveUpdateError(e)) return e.code;
-    throw e;
-  }
-  return undefined;
-};
+import { code } from "./helpers/errno.js";
 
 describe("memfd file type", () => {
   it("reads and writes through the generic syscalls, allocating pages lazily", async () => {

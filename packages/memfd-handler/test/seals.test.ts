@@ -8,7 +8,6 @@ import {
   FALLOC_FL_PUNCH_HOLE,
   PAGE_SIZE,
   SEEK_END,
-  isLiveUpdateError,
   type Process,
 } from "@luo/core";
 import {
@@ -24,16 +23,7 @@ import {
   memfdMmap,
 } from "@luo/memfd-handler";
 import { boot, text } from "./helpers/boot.js";
-
-const code = (fn: () => unknown): string | undefined => {
-  try {
-    fn();
-  } catch (e) {
-    if (isLiveUpdateError(e)) return e.code;
-    throw e;
-  }
-  return undefined;
-};
+import { code } from "./helpers/errno.js";
 
 const addSeals = (p: Process, fd: number, seals: number) => p.fcntl(fd, F_ADD_SEALS, seals);
 const getSeals = (p: Process, fd: number) => p.fcntl(fd, F_GET_SEALS);

@@ -1,7 +1,8 @@
 // Shared setup of the memfd tests: a machine booted with the memfd plugin, a process with
-// /dev/liveupdate open, a kexec helper, and deterministic test data.
-import { Machine, type Kernel, type LiveUpdateDevice, type Process } from "@luo/core";
-import { memfd } from "@luo/memfd-handler";
+// /dev/liveupdate open, one memfd preserved in a session, a kexec helper, and deterministic
+// test data.
+import { Machine, type Kernel, type LiveUpdateDevice, type Process, type SessionHandle } from "@luo/core";
+import { memfd, memfdCreate } from "@luo/memfd-handler";
 
 /** A booted kernel with one process that has /dev/liveupdate open. */
 export interface Booted {
@@ -17,6 +18,32 @@ export async function boot(machine = new Machine({ memory: "64 MiB" })): Promise
   const proc = kernel.spawn("vmm");
   const dev = await proc.openLiveUpdate();
   return { machine, kernel, proc, dev };
+}
+
+/** A booted kernel whose session holds one preserved memfd. */
+export interface Preserved {
+  readonly k1: Booted;
+  readonly session: SessionHandle;
+  readonly fd: number;
+  /** Physical address of the memfd's handover record (memfd_luo_ser, the file's `data`). */
+  readonly ser: bigint;
+}
+
+/**
+ * Boots (see {@link boot}), creates session `session` and a memfd `name` holding `data`, and
+ * preserves it as `token`.
+ */
+export async function bootAndPreserve(
+  data: Uint8Array,
+  { session = "vm", name = "ram", token = 1n }: { session?: string; name?: string; token?: bigint } = {},
+): Promise<Preserved> {
+  const k1 = await boot();
+  const s = await k1.dev.createSession(session);
+  const fd = memfdCreate(k1.proc, name);
+  k1.proc.pwrite(fd, data, 0);
+  await s.preserveFd(fd, token);
+  const ser = k1.kernel.liveupdate.outgoing.get(session)!.files.get(token)!.data;
+  return { k1, session: s, fd, ser };
 }
 
 /** kexec into the next kernel in this process and open /dev/liveupdate there. */
