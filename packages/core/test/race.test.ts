@@ -21,7 +21,8 @@
 //      serialize-lock reader (SPEC §2.6); it is covered by properties 4 and 5.
 //   2. The handover equals a serial order of the committed operations: applying the commits in
 //      their order to a model (sessions → tokens → content) is consistent at every step (a
-//      preserve lands in a live session, with a fresh token, of a file owned by nobody; a retrieved
+//      preserve lands in a live session, with a fresh token, of a file owned by nobody — a closing
+//      session gives up each file at its file:unpreserved, before its close commits; a retrieved
 //      file is preserved again only after its FINISH), and the next kernel's incoming sessions,
 //      tokens and file contents are exactly the model's. The old kernel's FLB refcount and
 //      double-preservation registry match the model too, and finishing everything in the next
@@ -578,6 +579,7 @@ type Model = Map<string, Map<bigint, string>>;
 function buildModel(rig: Rig, ops: Ops, kernel: string, until: number, problems: string[]): Model {
   const model: Model = new Map();
   const owner = new Map<string, string>(); // file content id → session
+  const idOf = new Map<string, string>(); // session/token → file content id
   const preserveOp = new Map<string, Op>();
   for (const op of ops.all)
     if (op.kernel === kernel && op.kind === "preserve" && op.state === "ok")
@@ -601,7 +603,17 @@ function buildModel(rig: Rig, ops: Ops, kernel: string, until: number, problems:
       const id = op?.source ? key("retrieved", op.source.session, op.source.token) : key("fresh", content);
       if (owner.has(id)) problems.push(`serial order: ${id} preserved in ${owner.get(id)} and ${e.session}`);
       owner.set(id, e.session!);
+      idOf.set(key(e.session, e.token), id);
       files.set(e.token!, content);
+    } else if (e.what === "file:unpreserved") {
+      // A closing session releases its files one by one (as the kernel's unpreserve loop erases
+      // each file from the preserved-files registry): from here the file may be preserved into
+      // another session, before the close itself commits.
+      const id = idOf.get(key(e.session, e.token));
+      if (id === undefined || owner.get(id) !== e.session)
+        problems.push(`serial order: ${e.session}/${e.token} unpreserved but not preserved there`);
+      else owner.delete(id);
+      model.get(e.session!)?.delete(e.token!);
     } else if (e.what === "session:closed" && e.kind === "outgoing") {
       const files = model.get(e.session!);
       if (!files) problems.push(`serial order: ${e.session} closed but not live`);
