@@ -53,10 +53,7 @@ export function formatQuickstartReport(r: QuickstartResult): string {
     ...r.checks.map((c) => `  ${c.ok ? "ok  " : "FAIL"} ${c.name}${c.ok ? "" : `: ${c.detail ?? ""}`}`),
   ];
   if (r.image !== undefined) {
-    lines.push(
-      "",
-      `machine image kept: ${r.image} — inspect it again with: node packages/core/dist/cli/luo.js inspect ${r.image}`,
-    );
+    lines.push("", `machine image kept: ${r.image} — inspect it again with: ./dev luo inspect ${r.image}`);
   }
   lines.push("", passed === r.checks.length ? "live update OK" : "live update FAILED");
   return lines.join("\n");

@@ -13,7 +13,8 @@ import { dtcDecompile } from "./helpers/external-fdt.js";
 
 const run = promisify(execFile);
 const DIST = join(dirname(fileURLToPath(import.meta.url)), "..", "dist");
-const CLI = join(DIST, "cli", "luo.js");
+/** The `luo` bin as installed (a shim that loads dist/cli/luo.js). */
+const CLI = join(DIST, "..", "bin", "luo.js");
 const enc = (s: string) => new TextEncoder().encode(s);
 let dir: string;
 let image: string;
