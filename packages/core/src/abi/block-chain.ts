@@ -95,9 +95,8 @@ export class BlockChain {
   }
 
   /**
-   * Writes entry `index` in place (the chain must already hold it). Lets a caller whose entries
-   * only ever come and go at the tail write each record when it is added, so the reboot path
-   * only has to set the counts ({@link BlockChain.setCounts}).
+   * Writes entry `index` in place (the chain must already hold it). Callers write each record
+   * when it is added, so the reboot path only has to set the counts ({@link BlockChain.setCounts}).
    */
   writeEntry(index: number, write: EntryWriter): void {
     const { perBlock, entrySize } = this.geometry;

@@ -52,7 +52,7 @@ export function readFixedString(view: Uint8Array, offset: number, size: number):
 
 /**
  * Writes an already validated session name (1..63 bytes) into a zeroed `char name[64]` slot
- * without allocating (the reboot path writes hundreds of thousands of them).
+ * without allocating (one per session creation; a handover may hold hundreds of thousands).
  */
 export function writeSessionName(view: Uint8Array, offset: number, name: string): void {
   // ASCII names (the common case) are copied byte by byte: no view object per session.
