@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { LiveUpdateError } from "../errors.js";
+import { LiveUpdateError, toLiveUpdateError } from "../errors.js";
 import type { KernelContext, Process } from "../kernel/index.js";
 import { LuoOutgoingAbi, type LuoIncomingHandover, type SessionFilesField } from "../abi/index.js";
 import { FlbManager } from "./flb.js";
@@ -176,7 +176,7 @@ export class LiveUpdate {
         }
       });
     } catch (e) {
-      error = e instanceof LiveUpdateError ? e : new LiveUpdateError("EIO", String(e), { cause: e });
+      error = toLiveUpdateError(e, "loading the incoming sessions");
     }
     for (const b of h.sessionBlocks) this.svc.incoming!.restoreFree(b);
     return error;
@@ -326,22 +326,27 @@ export class LiveUpdate {
     this.ctx.assertRunning();
     this.events.emitEvent("reboot:started", { sessions: this.outgoing.size });
     const w = await this.serializeLock.acquireWrite();
-    /** Sessions with files, in creation order: the only ones frozen and written here. */
-    let withFiles: Session[] = [];
-    let fields: SessionFilesField[] = [];
+    /** Sessions frozen so far (those with files, in creation order) and their record fields. */
     const frozen: Session[] = [];
-    let files = 0;
+    let fields: SessionFilesField[] = [];
+    /** Undoes everything below and lets session operations run again. */
+    const rollback = async (error: LiveUpdateError): Promise<void> => {
+      if (frozen.length > 0)
+        await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
+      this.abi.sessions.unseal(fields);
+      this.abi.clear();
+      w.release();
+      this.events.emitEvent("reboot:failed", { error });
+    };
     try {
       await w.inside(() =>
         this.outgoing.lock.write(async () => {
           // Every session's name is already in its record (written at creation) and an empty
           // session has nothing to freeze, so the work here grows with files, not sessions.
-          withFiles = this.outgoing.withFiles();
           try {
-            for (const s of withFiles) {
+            for (const s of this.outgoing.withFiles()) {
               await s.mutex.lock(() => s.files.freeze());
               frozen.push(s);
-              files += s.fileCount;
             }
           } catch (e) {
             await this.unfreezeSessions(frozen);
@@ -350,31 +355,21 @@ export class LiveUpdate {
           }
         }),
       );
-      fields = withFiles.map((s) => ({ slot: s.slot!, filesHead: s.filesHead, fileCount: s.fileCount }));
+      fields = frozen.map((s) => ({ slot: s.slot!, filesHead: s.filesHead, fileCount: s.fileCount }));
       this.abi.sessions.seal(fields);
       const flbs = this.flbs.serialize();
       this.abi.writeFlbs(flbs);
       this.abi.writeFdt((this.liveupdateNumber + 1n) & U64_MAX); // u64 arithmetic wraps, as in the kernel
+      const files = fields.reduce((n, f) => n + f.fileCount, 0);
       const stats = { sessions: this.outgoing.size, files, flbs: flbs.length };
       return {
         stats,
         commit: () => this.events.emitEvent("reboot:done", stats),
-        abort: async (error) => {
-          await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
-          this.abi.sessions.unseal(fields);
-          this.abi.clear();
-          w.release();
-          this.events.emitEvent("reboot:failed", { error });
-        },
+        abort: rollback,
       };
     } catch (e) {
-      if (frozen.length > 0)
-        await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
-      this.abi.sessions.unseal(fields);
-      this.abi.clear();
-      w.release();
-      const error = e instanceof LiveUpdateError ? e : new LiveUpdateError("EIO", String(e), { cause: e });
-      this.events.emitEvent("reboot:failed", { error });
+      const error = toLiveUpdateError(e, "reboot");
+      await rollback(error);
       throw error;
     }
   }
