@@ -47,11 +47,6 @@ export class BlockChain {
     return this.blocks.length === 0 ? 0n : this.blocks[0]!.phys;
   }
 
-  /** Physical addresses of every block, in chain order. */
-  blockAddresses(): bigint[] {
-    return this.blocks.map((b) => b.phys);
-  }
-
   /** Makes room for `target` entries. `ENOSPC` above the block limit, `ENOMEM`; all-or-nothing. */
   grow(target: number): void {
     const { perBlock, pages, what } = this.geometry;

@@ -61,11 +61,6 @@ export class SessionRecords {
     return this.chain.length;
   }
 
-  /** Physical addresses of every block, in chain order. */
-  blockAddresses(): bigint[] {
-    return this.chain.blockAddresses();
-  }
-
   /**
    * Appends the record of a session named `name` (validated by the caller). `ENOSPC` above the
    * block limit, `ENOMEM`; compacts holes away before giving up; nothing changes on failure.
