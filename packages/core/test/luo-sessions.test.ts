@@ -242,6 +242,30 @@ describe("outgoing and incoming lists", () => {
   });
 });
 
+describe("incoming sessions without files", () => {
+  it("get no file set at deserialization (it is created on first use) and still finish and close", async () => {
+    const { kernel, proc, dev } = await bootTest();
+    await dev.createSession("empty");
+    const full = await dev.createSession("full");
+    await full.preserveFd(createTestFile(proc, "f", enc("x")), 1);
+
+    const { kernel: k2, dev: dev2 } = await kexecOpen(kernel);
+    const fileSetOf = (name: string): unknown =>
+      (k2.liveupdate.incoming.get(name) as unknown as { fileSet: unknown }).fileSet;
+    expect(fileSetOf("empty")).toBeUndefined();
+    expect(fileSetOf("full")).toBeDefined();
+    expect(k2.liveupdate.incoming.get("empty")!.fileCount).toBe(0);
+    const inc = await dev2.retrieveSession("empty");
+    await rejects(inc.retrieveFd(1), "ENOENT");
+    await inc.finish();
+    await inc.close();
+    const other = await dev2.retrieveSession("full");
+    await other.finish();
+    await other.close();
+    expect(k2.incoming!.unrestoredPages).toBe(0);
+  });
+});
+
 describe("closing an outgoing session", () => {
   it("unpreserves LIFO, leaves the user's files intact, frees the name, the preserved pages and the identities", async () => {
     const { machine, kernel, proc, dev, plugin } = await bootTest();

@@ -31,8 +31,6 @@ import { LevelRwLock, LockLevel } from "./locks.js";
 import { toU64 } from "./file.js";
 import type { LuoServices } from "./services.js";
 
-const U64_MAX = (1n << 64n) - 1n;
-
 /** What a successful freeze hands to the kexec path. */
 export interface RebootTicket {
   /** Sessions, files and FLBs serialized. */
@@ -167,6 +165,7 @@ export class LiveUpdate {
         for (const rec of h.sessions) {
           const s = new Session(this.svc, rec.name, "incoming");
           this.incoming.insert(s);
+          if (rec.files.length === 0) continue; // the file set is created on first use
           try {
             s.files.deserialize(rec.files, rec.fileBlocks);
           } catch (e) {
@@ -359,7 +358,7 @@ export class LiveUpdate {
       this.abi.sessions.seal(fields);
       const flbs = this.flbs.serialize();
       this.abi.writeFlbs(flbs);
-      this.abi.writeFdt((this.liveupdateNumber + 1n) & U64_MAX); // u64 arithmetic wraps, as in the kernel
+      this.abi.writeFdt(BigInt.asUintN(64, this.liveupdateNumber + 1n)); // u64 arithmetic wraps, as in the kernel
       const files = fields.reduce((n, f) => n + f.fileCount, 0);
       const stats = { sessions: this.outgoing.size, files, flbs: flbs.length };
       return {
