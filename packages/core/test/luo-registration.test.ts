@@ -219,6 +219,44 @@ describe("FLB registration", () => {
   });
 });
 
+describe("compatibles with a lone UTF-16 surrogate", () => {
+  // TextEncoder turns a lone surrogate into U+FFFD: such a compatible would be handed over as
+  // bytes that name no registered handler or FLB in the next kernel, so it is refused up front.
+  const lone = ["a\uD800", "\uDC01b", "x\uDBFFy"];
+
+  it("are EINVAL for defineFileHandler and registerHandler, naming the compatible", async () => {
+    const { kernel } = await bootTest();
+    const reg = kernel.liveupdate.registry;
+    for (const c of lone) {
+      const e = throws(() => defineFileHandler(spec(c)), "EINVAL");
+      expect(e.message).toContain("handler compatible");
+      expect(e.message).toContain("lone surrogate");
+      await rejects(
+        reg.registerHandler(asHandler({ ...spec(c), compatibleBytes: new Uint8Array(1) })),
+        "EINVAL",
+      );
+    }
+    expect(reg.find("a\uD800")).toBeUndefined();
+    // A well-formed surrogate pair is fine.
+    await reg.registerHandler(defineFileHandler(spec("pair-\u{1F600}")));
+  });
+
+  it("are EINVAL for defineFlb and registerFlb", async () => {
+    const { kernel, plugin } = await bootTest();
+    const reg = kernel.liveupdate.registry;
+    for (const c of lone) {
+      const e = throws(() => defineFlb(flbSpec(c)), "EINVAL");
+      expect(e.message).toContain("FLB compatible");
+      expect(e.message).toContain("lone surrogate");
+      await rejects(
+        reg.registerFlb(plugin.handler, asFlb({ ...flbSpec(c), compatibleBytes: new Uint8Array(1) })),
+        "EINVAL",
+      );
+    }
+    await reg.registerFlb(plugin.handler, defineFlb(flbSpec("pair-\u{1F600}")));
+  });
+});
+
 describe("quiesce: registration is EBUSY while any session exists", () => {
   it("outgoing sessions block every registration call until they are closed", async () => {
     const { kernel, dev, plugin } = await bootTest({ flbs: 1 });

@@ -2,7 +2,9 @@
  * Fixed-size C strings of the handover ABI (`char name[64]`, `char compatible[48]`).
  *
  * The public API takes JS strings; they are stored as UTF-8 with a terminating NUL, so the byte
- * length must be 1..size-1 and must not contain NUL (`EINVAL`). Readers of incoming data require
+ * length must be 1..size-1 and must not contain NUL, and the string must not contain a lone
+ * UTF-16 surrogate (`EINVAL`): it has no UTF-8 form, `TextEncoder` would write U+FFFD instead, and
+ * the next kernel would look up bytes that differ from the string registered here. Readers of incoming data require
  * a NUL inside the field and valid UTF-8 — anything else is corrupt state.
  *
  * @module
@@ -12,12 +14,21 @@ import { LiveUpdateError } from "../errors.js";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** A lone UTF-16 surrogate (a `\p{Cs}` code point: only unpaired halves match with the `u` flag). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /**
- * Encodes `value` for a `char[size]` field. `EINVAL` (naming `what`) when empty, containing NUL,
- * or `size - 1` bytes or longer.
+ * Encodes `value` for a `char[size]` field. `EINVAL` (naming `what`) when it has a lone surrogate,
+ * is empty, contains NUL, or is `size - 1` bytes or longer.
  */
 export function encodeFixedString(value: string, size: number, what: string): Uint8Array {
   if (typeof value !== "string") throw new LiveUpdateError("EINVAL", `${what} must be a string`);
+  if (LONE_SURROGATE.test(value)) {
+    throw new LiveUpdateError(
+      "EINVAL",
+      `${what} ${JSON.stringify(value)} has a lone surrogate (not valid Unicode, no UTF-8 form)`,
+    );
+  }
   const bytes = encoder.encode(value);
   if (bytes.length === 0) throw new LiveUpdateError("EINVAL", `${what} is empty`);
   if (bytes.includes(0)) throw new LiveUpdateError("EINVAL", `${what} ${JSON.stringify(value)} contains NUL`);

@@ -36,7 +36,8 @@ export class Session {
 
   /**
    * @param svc - orchestrator services
-   * @param name - the name (validated here: `EINVAL`)
+   * @param name - the name, already valid: checked by {@link validateSessionName} (outgoing) or
+   *   read from a handover record that holds valid UTF-8 (incoming)
    * @param kind - which list the session belongs to
    */
   constructor(
@@ -44,7 +45,6 @@ export class Session {
     readonly name: string,
     readonly kind: "outgoing" | "incoming",
   ) {
-    validateSessionName(name);
     this.mutex = new LevelMutex(this, LockLevel.Session);
   }
 
@@ -69,18 +69,13 @@ export class Session {
   }
 }
 
-/** A lone UTF-16 surrogate: it has no UTF-8 form (TextEncoder would write U+FFFD instead). */
-const LONE_SURROGATE = /\p{Cs}/u;
-
 /**
  * Validates a session name (1..63 UTF-8 bytes, no NUL, no lone surrogate) and returns its bytes.
- * `EINVAL` otherwise. A lone surrogate is refused because two different JS names would otherwise
- * be handed over as the same bytes, and the next kernel's first open would fail.
+ * `EINVAL` otherwise. A lone surrogate is refused (by {@link encodeFixedString}) because two
+ * different JS names would otherwise be handed over as the same bytes, and the next kernel's
+ * first open would fail.
  */
 export function validateSessionName(name: string): Uint8Array {
-  if (typeof name === "string" && LONE_SURROGATE.test(name)) {
-    throw new LiveUpdateError("EINVAL", `session name ${JSON.stringify(name)} is not valid Unicode`);
-  }
   return encodeFixedString(name, SESSION_NAME_SIZE, "session name");
 }
 
