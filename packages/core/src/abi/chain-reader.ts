@@ -35,6 +35,10 @@ export interface ReadChain<T> {
 
 const hex = (p: bigint): string => `0x${p.toString(16)}`;
 
+/** `<label>: block <index> at <phys>`, built only for a panic message. */
+const where = (label: string, index: number, block: bigint): string =>
+  `${label}: block ${index} at ${hex(block)}`;
+
 /**
  * Walks the chain starting at `head` (0 = empty) and decodes every entry with `read`.
  * `label` names the chain in panic messages (e.g. `file chain of session "vm-0"`). `claimed`
@@ -54,25 +58,32 @@ export function readChain<T>(
   const seen = new Set<bigint>();
   const size = geometry.pages * PAGE_SIZE;
   for (let block = head, index = 0; block !== 0n; index++) {
-    const where = `${label}: block ${index} at ${hex(block)}`;
-    if (index >= LUO_MAX_BLOCKS)
-      throw new KernelPanicError(`${label} has more than ${LUO_MAX_BLOCKS} blocks (${where})`, block);
-    if (seen.has(block)) throw new KernelPanicError(`${where} closes a cycle`, block);
+    if (index >= LUO_MAX_BLOCKS) {
+      throw new KernelPanicError(
+        `${label} has more than ${LUO_MAX_BLOCKS} blocks (${where(label, index, block)})`,
+        block,
+      );
+    }
+    if (seen.has(block)) throw new KernelPanicError(`${where(label, index, block)} closes a cycle`, block);
     seen.add(block);
     const owner = claimed.get(block);
-    if (owner !== undefined) throw new KernelPanicError(`${where} is also in the ${owner}`, block);
-    if (
-      kho.orderOf(block) === undefined ||
-      !kho.covers(block, size) ||
-      PAGE_SIZE << kho.orderOf(block)! !== size
-    ) {
-      throw new KernelPanicError(`${where} is not a preserved ${geometry.pages}-page block`, block);
+    if (owner !== undefined)
+      throw new KernelPanicError(`${where(label, index, block)} is also in the ${owner}`, block);
+    const order = kho.orderOf(block);
+    if (order === undefined || !kho.covers(block, size) || PAGE_SIZE << order !== size) {
+      throw new KernelPanicError(
+        `${where(label, index, block)} is not a preserved ${geometry.pages}-page block`,
+        block,
+      );
     }
     const bytes = kho.machine.view(block, size);
     const dv = new DataView(bytes.buffer, bytes.byteOffset, size);
     const count = dv.getBigUint64(8, true);
     if (count === 0n || count > BigInt(geometry.perBlock)) {
-      throw new KernelPanicError(`${where} has count ${count} (must be 1..${geometry.perBlock})`, block);
+      throw new KernelPanicError(
+        `${where(label, index, block)} has count ${count} (must be 1..${geometry.perBlock})`,
+        block,
+      );
     }
     for (let j = 0; j < Number(count); j++) {
       entries.push(read(dv, bytes, BLOCK_HEADER_SIZE + j * geometry.entrySize, entries.length, block));

@@ -96,6 +96,28 @@ function checkCompatible(node: FdtNode, expected: string, what: string, phys: bi
   }
 }
 
+/** A session record as read from the session chain, before its file chain is walked. */
+interface SessionEntry {
+  readonly name: string;
+  /** Head of its file chain (0 = none). */
+  readonly files: bigint;
+  readonly nfiles: bigint;
+  /** Index in the session chain and the block holding the record (panic messages). */
+  readonly index: number;
+  readonly block: bigint;
+}
+
+const fileChainLabel = (name: string): string => `file chain of session ${JSON.stringify(name)}`;
+
+/** Panics when a session's `nfiles` disagrees with the `held` files of its chain. */
+function checkFileCount(s: SessionEntry, held: number): void {
+  if (BigInt(held) === s.nfiles) return;
+  throw new KernelPanicError(
+    `${fileChainLabel(s.name)} at ${hex(s.files)} holds ${held} files, session ${s.index} in block ${hex(s.block)} says ${s.nfiles}`,
+    s.files,
+  );
+}
+
 /**
  * Reads the LUO handover. Returns `undefined` when the previous kernel published no "LUO" subtree.
  * Throws {@link KernelPanicError} on any corruption.
@@ -143,7 +165,7 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
     sessionHead,
     SESSION_BLOCKS,
     "session chain",
-    (dv, bytes, off, i, block) => {
+    (dv, bytes, off, i, block): SessionEntry => {
       const name = readFixedString(bytes, off + SESSION_SER.name, SESSION_NAME_SIZE);
       if (name === undefined) {
         throw new KernelPanicError(
@@ -163,17 +185,22 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
   );
 
   const sessions = sessionChain.entries.map((s): IncomingSessionRecord => {
-    const label = `file chain of session ${JSON.stringify(s.name)}`;
+    // Most sessions of a large handover are empty: no chain to walk, only the count to check.
+    if (s.files === 0n) {
+      checkFileCount(s, 0);
+      return { name: s.name, files: [], fileBlocks: [] };
+    }
+    const fileLabel = fileChainLabel(s.name);
     const chain = readChain(
       kho,
       s.files,
       FILE_BLOCKS,
-      label,
+      fileLabel,
       (dv, bytes, off, i, block) => {
         const compatible = readFixedString(bytes, off + FILE_SER.compatible, COMPATIBLE_SIZE);
         if (compatible === undefined) {
           throw new KernelPanicError(
-            `${label}: file ${i} in block ${hex(block)} has a bad compatible`,
+            `${fileLabel}: file ${i} in block ${hex(block)} has a bad compatible`,
             block,
           );
         }
@@ -185,12 +212,7 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
       },
       claimed,
     );
-    if (BigInt(chain.entries.length) !== s.nfiles) {
-      throw new KernelPanicError(
-        `${label} at ${hex(s.files)} holds ${chain.entries.length} files, session ${s.index} in block ${hex(s.block)} says ${s.nfiles}`,
-        s.files,
-      );
-    }
+    checkFileCount(s, chain.entries.length);
     return { name: s.name, files: chain.entries, fileBlocks: chain.blocks };
   });
 
