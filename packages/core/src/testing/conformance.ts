@@ -40,6 +40,7 @@ import {
   type FileHandlerSpec,
   type Flb,
   type HandlerContext,
+  type LiveUpdateDevice,
   type RetrieveStatus,
   type SessionHandle,
 } from "../liveupdate/index.js";
@@ -230,16 +231,6 @@ function observeHandler(h: FileHandler, log: Call[]): FileHandler {
   return defineFileHandler(spec as unknown as FileHandlerSpec);
 }
 
-/** The part of the page accounting compared by the kit. */
-function pages(s: MachineStats): MachineStats {
-  return {
-    totalPages: s.totalPages,
-    freePages: s.freePages,
-    allocatedPages: s.allocatedPages,
-    preservedPages: s.preservedPages,
-  };
-}
-
 /** A file the kit made through the subject. */
 interface Made<S> {
   readonly fd: number;
@@ -341,6 +332,12 @@ class Run<S> {
     return this.kernel;
   }
 
+  /** A new process on the current kernel with /dev/liveupdate open. */
+  async open(): Promise<{ proc: Process; dev: LiveUpdateDevice }> {
+    const proc = this.kernel.spawn("conformance");
+    return { proc, dev: await proc.openLiveUpdate() };
+  }
+
   /** Makes the next file of the test through `subject.create`. */
   async create(proc: Process): Promise<Made<S>> {
     const index = this.nextIndex++;
@@ -396,10 +393,15 @@ class Run<S> {
     return typeof this.handlers.get(this.subject.compatible)?.[op] === "function";
   }
 
+  /** Every logged call of `op` by `compatible` (default: the subject's handler), in order. */
+  entries(op: ObservedOp, compatible = this.subject.compatible): Call[] {
+    return this.log.filter((c) => c.compatible === compatible && c.op === op);
+  }
+
   /** `<session>/<token>` of the subject's calls of `op` (successful ones unless `all`). */
   calls(op: ObservedOp, all = false, compatible = this.subject.compatible): string[] {
-    return this.log
-      .filter((c) => c.compatible === compatible && c.op === op && (all || c.ok))
+    return this.entries(op, compatible)
+      .filter((c) => all || c.ok)
       .map((c) => c.at);
   }
 
@@ -424,7 +426,7 @@ class Run<S> {
     const subject = this.factory();
     const machine = new Machine({ memory: subject.memory ?? DEFAULT_MEMORY });
     const kernel = await machine.boot({ plugins: [neighbourPlugin(new TestControl()), ...subject.plugins] });
-    const stats = pages(machine.stats());
+    const stats = machine.stats();
     await kernel.shutdown();
     return stats;
   }
@@ -456,7 +458,7 @@ class Run<S> {
       ownedFiles: 0,
     });
     expect(
-      pages(this.machine.stats()),
+      this.machine.stats(),
       "page accounting after finish and closing every fd equals a fresh boot's",
     ).toEqual(await this.freshBootStats());
     this.expectNoWarnings();
@@ -477,10 +479,9 @@ async function rejection(p: Promise<unknown>, code?: ErrnoCode): Promise<LiveUpd
 /** Case: preserve, then close the session → unpreserve, file intact, accounting back. */
 async function preserveAndUnpreserve<S>(run: Run<S>): Promise<void> {
   const k = run.kernel;
-  const p = k.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
-  const afterA = pages(run.machine.stats());
+  const afterA = run.machine.stats();
   const b = await run.create(p);
   const fileA = p.file(a.fd);
   const fileB = p.file(b.fd);
@@ -504,28 +505,26 @@ async function preserveAndUnpreserve<S>(run: Run<S>): Promise<void> {
   expect(fileB.isReleased, "after unpreserve LUO's reference is dropped").toBe(true);
   expect(fileA.refCount, "the user's file is back to the user's single reference").toBe(1);
   await run.verify(p, a.fd, a);
-  expect(pages(run.machine.stats()), "page accounting after unpreserve").toEqual(afterA);
+  expect(run.machine.stats(), "page accounting after unpreserve").toEqual(afterA);
   for (const flb of run.flbs) expect(await k.liveupdate.flbs.getOutgoing(flb)).toBeUndefined();
 
   const s2 = await dev.createSession("conf-b");
   await run.preserve(s2, a.fd, 7n);
   await s2.close();
   await run.verify(p, a.fd, a);
-  expect(pages(run.machine.stats()), "page accounting after a second preserve/unpreserve").toEqual(afterA);
+  expect(run.machine.stats(), "page accounting after a second preserve/unpreserve").toEqual(afterA);
   run.expectNoWarnings();
 }
 
 /** Case: two fds of one file, or one fd twice → EBUSY before the handler is called. */
 async function doublePreservation<S>(run: Run<S>): Promise<void> {
-  const k = run.kernel;
-  const p = k.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const dupFd = p.dup(a.fd);
   const sa = await dev.createSession("conf-a");
   const sb = await dev.createSession("conf-b");
   await run.preserve(sa, a.fd, 1n);
-  const after = pages(run.machine.stats());
+  const after = run.machine.stats();
   await rejection(sa.preserveFd(dupFd, 2n), "EBUSY");
   await rejection(sa.preserveFd(a.fd, 3n), "EBUSY");
   await rejection(sb.preserveFd(dupFd, 1n), "EBUSY");
@@ -533,7 +532,7 @@ async function doublePreservation<S>(run: Run<S>): Promise<void> {
     "conf-a/1",
   ]);
   expect(run.luoStats().ownedFiles).toBe(1);
-  expect(pages(run.machine.stats()), "failed preservations leave no trace").toEqual(after);
+  expect(run.machine.stats(), "failed preservations leave no trace").toEqual(after);
   await sa.close();
   await run.preserve(sb, dupFd, 1n);
   await sb.close();
@@ -544,8 +543,7 @@ async function doublePreservation<S>(run: Run<S>): Promise<void> {
 /** Case: a neighbour's freeze fails (same or later session) → unfreeze, usable kernel, retry. */
 async function neighbourFreezeFailure<S>(run: Run<S>, sameSession: boolean): Promise<void> {
   const k1 = run.kernel;
-  const p = k1.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const n = run.neighbourFile(p, "neighbour");
   const sa = await dev.createSession("conf-a");
@@ -588,9 +586,8 @@ async function neighbourFreezeFailure<S>(run: Run<S>, sameSession: boolean): Pro
   p.close(c.fd);
   p.close(n);
 
-  const k2 = await run.kexec();
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  await run.kexec();
+  const { proc: q, dev: dev2 } = await run.open();
   const ra = await dev2.retrieveSession("conf-a");
   await run.verify(q, await ra.retrieveFd(1n), a);
   await run.verify(q, await ra.retrieveFd(3n), c);
@@ -604,11 +601,10 @@ async function neighbourFreezeFailure<S>(run: Run<S>, sameSession: boolean): Pro
 /** Case: a session closed after a failed live update unpreserves cleanly. */
 async function closeAfterFailedKexec<S>(run: Run<S>): Promise<void> {
   const k1 = run.kernel;
-  const p = k1.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const n = run.neighbourFile(p, "neighbour");
-  const before = pages(run.machine.stats());
+  const before = run.machine.stats();
   const sa = await dev.createSession("conf-a");
   await run.preserve(sa, a.fd, 1n);
   await run.preserveNeighbour(sa, n, 2n);
@@ -617,23 +613,21 @@ async function closeAfterFailedKexec<S>(run: Run<S>): Promise<void> {
   await sa.close();
   expect(run.calls("unpreserve")).toEqual(["conf-a/1"]);
   expect(run.luoStats().ownedFiles).toBe(0);
-  expect(pages(run.machine.stats()), "page accounting after unfreeze + unpreserve").toEqual(before);
+  expect(run.machine.stats(), "page accounting after unfreeze + unpreserve").toEqual(before);
   await run.verify(p, a.fd, a);
   run.expectNoWarnings();
 }
 
 /** Case: kexec, retrieve twice → one file object on two fds; finish; leak check. */
 async function retrieveTwice<S>(run: Run<S>): Promise<void> {
-  const p = run.kernel.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const s = await dev.createSession("conf-a");
   await run.preserve(s, a.fd, 1n);
   p.close(a.fd); // LUO's reference keeps the file alive
 
-  const k2 = await run.kexec();
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  await run.kexec();
+  const { proc: q, dev: dev2 } = await run.open();
   const s2 = await dev2.retrieveSession("conf-a");
   const fd1 = await s2.retrieveFd(1n);
   const fd2 = await s2.retrieveFd(1n);
@@ -650,7 +644,7 @@ async function retrieveTwice<S>(run: Run<S>): Promise<void> {
 
   await s2.finish();
   expect(run.calls("finish")).toEqual(["conf-a/1"]);
-  const fin = run.log.find((c) => c.compatible === run.subject.compatible && c.op === "finish");
+  const fin = run.entries("finish")[0];
   expect(fin?.retrieveStatus, "finish sees the file as retrieved").toBe(1);
   await s2.finish(); // FINISH again: success, nothing finished twice
   expect(run.calls("finish", true)).toEqual(["conf-a/1"]);
@@ -665,8 +659,7 @@ async function retrieveTwice<S>(run: Run<S>): Promise<void> {
 
 /** Case: finish with and without retrieve, explicit and implicit; leak check. */
 async function finishAll<S>(run: Run<S>): Promise<void> {
-  const p = run.kernel.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const made = [await run.create(p), await run.create(p), await run.create(p), await run.create(p)];
   const sa = await dev.createSession("conf-a");
   const sb = await dev.createSession("conf-b");
@@ -675,9 +668,8 @@ async function finishAll<S>(run: Run<S>): Promise<void> {
   await run.preserve(sb, made[3]!.fd, 1n);
   for (const m of made) p.close(m.fd);
 
-  const k2 = await run.kexec();
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  await run.kexec();
+  const { proc: q, dev: dev2 } = await run.open();
   const ra = await dev2.retrieveSession("conf-a");
   const fd = await ra.retrieveFd(2n);
   await run.verify(q, fd, made[1]!);
@@ -687,9 +679,7 @@ async function finishAll<S>(run: Run<S>): Promise<void> {
     "conf-a/2",
     "conf-a/1",
   ]);
-  const statuses = run.log
-    .filter((c) => c.compatible === run.subject.compatible && c.op === "finish")
-    .map((c) => c.retrieveStatus);
+  const statuses = run.entries("finish").map((c) => c.retrieveStatus);
   expect(statuses).toEqual([0, 1, 0]);
   await ra.finish();
   expect(run.calls("finish", true), "a second FINISH finishes nothing").toHaveLength(3);
@@ -706,16 +696,14 @@ async function finishAll<S>(run: Run<S>): Promise<void> {
 
 /** Case: retrieve, finish, preserve again, second live update. */
 async function preserveAgain<S>(run: Run<S>): Promise<void> {
-  const p = run.kernel.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const s = await dev.createSession("conf-a");
   await run.preserve(s, a.fd, 1n);
   p.close(a.fd);
 
   const k2 = await run.kexec();
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  const { proc: q, dev: dev2 } = await run.open();
   const s2 = await dev2.retrieveSession("conf-a");
   const fd = await s2.retrieveFd(1n);
   await s2.finish();
@@ -727,8 +715,7 @@ async function preserveAgain<S>(run: Run<S>): Promise<void> {
 
   const k3 = await run.kexec();
   expect(k3.liveupdate.liveupdateNumber).toBe(2n);
-  const r = k3.spawn("conformance");
-  const dev3 = await r.openLiveUpdate();
+  const { proc: r, dev: dev3 } = await run.open();
   const s3 = await dev3.retrieveSession("conf-a");
   await run.verify(r, await s3.retrieveFd(5n), a);
   await s3.finish();
@@ -738,8 +725,7 @@ async function preserveAgain<S>(run: Run<S>): Promise<void> {
 
 /** Case: a neighbour's retrieve failure is sticky and does not disturb the subject's files. */
 async function neighbourStickyRetrieve<S>(run: Run<S>): Promise<void> {
-  const p = run.kernel.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const c = await run.create(p);
   const n = run.neighbourFile(p, "neighbour");
@@ -749,9 +735,8 @@ async function neighbourStickyRetrieve<S>(run: Run<S>): Promise<void> {
   await run.preserve(s, c.fd, 3n);
   for (const fd of [a.fd, c.fd, n]) p.close(fd);
 
-  const k2 = await run.kexec();
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  await run.kexec();
+  const { proc: q, dev: dev2 } = await run.open();
   const s2 = await dev2.retrieveSession("conf-a");
   run.neighbour.fail("retrieve", { code: "ENODEV" });
   const e1 = await rejection(s2.retrieveFd(2n), "ENODEV");
@@ -769,8 +754,7 @@ async function neighbourStickyRetrieve<S>(run: Run<S>): Promise<void> {
 
 /** Case: the subject's own retrieve fails on corrupted state; sticky; finish still releases. */
 async function stickyRetrieve<S>(run: Run<S>): Promise<void> {
-  const p = run.kernel.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const b = await run.create(p);
   const s = await dev.createSession("conf-a");
@@ -780,8 +764,7 @@ async function stickyRetrieve<S>(run: Run<S>): Promise<void> {
   p.close(b.fd);
 
   const k2 = await run.kexec();
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  const { proc: q, dev: dev2 } = await run.open();
   const s2 = await dev2.retrieveSession("conf-a");
   const lf = k2.liveupdate.incoming.get("conf-a")?.files.get(1n);
   expect(lf, "the incoming file record").toBeDefined();
@@ -801,7 +784,7 @@ async function stickyRetrieve<S>(run: Run<S>): Promise<void> {
   expect(run.calls("retrieve"), "subject.corrupt made the handler's retrieve fail").toEqual([]);
   await run.verify(q, await s2.retrieveFd(2n), b);
   await s2.finish();
-  const fin = run.log.filter((c) => c.compatible === run.subject.compatible && c.op === "finish");
+  const fin = run.entries("finish");
   expect(fin.map((c) => c.at)).toEqual(["conf-a/2", "conf-a/1"]);
   expect(fin[1]!.retrieveStatus, "finish sees the sticky error").toBeInstanceOf(LiveUpdateError);
   await s2.close();
@@ -810,8 +793,7 @@ async function stickyRetrieve<S>(run: Run<S>): Promise<void> {
 
 /** Case: a neighbour vetoes FINISH → nothing finished; a retry finishes everything. */
 async function neighbourVeto<S>(run: Run<S>): Promise<void> {
-  const p = run.kernel.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const n = run.neighbourFile(p, "neighbour");
   const s = await dev.createSession("conf-a");
@@ -820,9 +802,8 @@ async function neighbourVeto<S>(run: Run<S>): Promise<void> {
   p.close(a.fd);
   p.close(n);
 
-  const k2 = await run.kexec();
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  await run.kexec();
+  const { proc: q, dev: dev2 } = await run.open();
   const s2 = await dev2.retrieveSession("conf-a");
   const fd = await s2.retrieveFd(1n);
   run.neighbour.fail("canFinish");
@@ -843,8 +824,7 @@ async function flbRefcounts<S>(run: Run<S>): Promise<void> {
   const flbs = k1.liveupdate.flbs;
   const count = (op: string, compatible: string): number =>
     run.log.filter((c) => c.op === op && c.compatible === compatible).length;
-  const p = k1.spawn("conformance");
-  const dev = await p.openLiveUpdate();
+  const { proc: p, dev: dev } = await run.open();
   const a = await run.create(p);
   const b = await run.create(p);
 
@@ -882,8 +862,7 @@ async function flbRefcounts<S>(run: Run<S>): Promise<void> {
 
   const k2 = await run.kexec();
   const flbs2 = k2.liveupdate.flbs;
-  const q = k2.spawn("conformance");
-  const dev2 = await q.openLiveUpdate();
+  const { proc: q, dev: dev2 } = await run.open();
   for (const flb of run.flbs) {
     expect(flbs2.state(flb)?.inCount, `FLB "${flb.compatible}" incoming references`).toBe(2n);
     const obj = await flbs2.getIncoming(flb);
