@@ -45,7 +45,7 @@ import {
   type SessionHandle,
 } from "../liveupdate/index.js";
 import { definePlugin, type Plugin } from "../plugin/index.js";
-import type { Kernel } from "../system/index.js";
+import { Kernel } from "../system/index.js";
 import { TestControl, TestFile, createTestHandler } from "./test-handler.js";
 
 /** A file made by {@link ConformanceSubject.create}: its fd and what `verify` should expect. */
@@ -263,7 +263,7 @@ class Run<S> {
   /** Boots the first kernel of a test and checks that the subject registered as described. */
   static async start<S>(factory: () => ConformanceSubject<S>): Promise<Run<S>> {
     const run = new Run(factory(), factory);
-    run.kernel = await run.machine.boot({ plugins: run.plugins });
+    run.kernel = await Kernel.boot(run.machine, { plugins: run.plugins });
     run.watch(run.kernel);
     const { compatible } = run.subject;
     const entry = run.kernel.liveupdate.registry.find(compatible);
@@ -425,7 +425,9 @@ class Run<S> {
   async freshBootStats(): Promise<MachineStats> {
     const subject = this.factory();
     const machine = new Machine({ memory: subject.memory ?? DEFAULT_MEMORY });
-    const kernel = await machine.boot({ plugins: [neighbourPlugin(new TestControl()), ...subject.plugins] });
+    const kernel = await Kernel.boot(machine, {
+      plugins: [neighbourPlugin(new TestControl()), ...subject.plugins],
+    });
     const stats = machine.stats();
     await kernel.shutdown();
     return stats;
