@@ -33,6 +33,7 @@ import {
 } from "@luo/core";
 import { TEST_FLB_MAGIC, TestControl, createTestFile, type TestOp } from "@luo/core/testing";
 import { faultPlugin, fmtCall, type FaultPlugin } from "./helpers/faults.js";
+import { dec, enc } from "./helpers/luo.js";
 
 const SESSIONS = 3;
 const FILES = 4;
@@ -41,8 +42,6 @@ const MEMORY = "16 MiB";
 /** Pages of one test-handler block (16 KiB), preserved per file. */
 const BLOCK_PAGES = 4;
 
-const enc = (s: string) => new TextEncoder().encode(s);
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const sname = (s: number) => `S${s}`;
 const tok = (s: number, f: number) => BigInt(10 * s + f + 1);
 const initial = (s: number, f: number) => `file ${s}.${f} preserved`;

@@ -1,7 +1,5 @@
 // The handover ABI, byte for byte: golden bytes computed by hand from SPEC §3, and the LUO FDT
 // and KHO root read back by independent tools (dtc, libfdt).
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -14,16 +12,16 @@ import {
   type Kernel,
 } from "@luo/core";
 import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+import { tempDir } from "./fixtures/machine-helpers.js";
 import { assertExternalTools, dtcDecompile, flattenFdt, libfdtDump } from "./helpers/external-fdt.js";
+import { dec, enc } from "./helpers/luo.js";
 
-const enc = (s: string) => new TextEncoder().encode(s);
 let dir: string;
+let cleanup: () => Promise<void>;
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "luo-abi-"));
+  ({ dir, cleanup } = await tempDir("abi"));
 });
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+afterAll(() => cleanup());
 
 /** A small handover: session "s" with files 7 and 9, empty session "e", 2 FLBs. */
 async function smallHandover(): Promise<{ machine: Machine; image: string }> {
@@ -46,7 +44,7 @@ function u64(m: Machine, phys: bigint): bigint {
 function cstr(m: Machine, phys: bigint, size: number): { text: string; rest: number[] } {
   const b = m.peek(phys, size);
   const nul = b.indexOf(0);
-  return { text: new TextDecoder().decode(b.subarray(0, nul)), rest: [...b.subarray(nul)] };
+  return { text: dec(b.subarray(0, nul)), rest: [...b.subarray(nul)] };
 }
 
 describe("handover ABI golden bytes", () => {

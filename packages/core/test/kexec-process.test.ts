@@ -1,27 +1,28 @@
 // Honesty across processes: a kexec written to a machine image continues in a fresh Node process
 // (nothing can travel through the JS heap), and `luo inspect` reads the same image.
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Machine, decodeFdt, getProp, inspectHandover, readFdtU64 } from "@luo/core";
 import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+import { tempDir } from "./fixtures/machine-helpers.js";
 import { dtcDecompile } from "./helpers/external-fdt.js";
+import { enc } from "./helpers/luo.js";
 
 const run = promisify(execFile);
 const DIST = join(dirname(fileURLToPath(import.meta.url)), "..", "dist");
 /** The `luo` bin as installed (a shim that loads dist/cli/luo.js). */
 const CLI = join(DIST, "..", "bin", "luo.js");
-const enc = (s: string) => new TextEncoder().encode(s);
 let dir: string;
+let cleanup: () => Promise<void>;
 let image: string;
 const payload = Array.from({ length: 5 }, (_, i) => `file-${i}-${"x".repeat(i * 1000)}`);
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "luo-proc-"));
+  ({ dir, cleanup } = await tempDir("proc"));
   image = join(dir, "m.img");
   const plugin = testHandlerPlugin({ flbs: 1 });
   const k = await new Machine({ memory: "32 MiB" }).boot({ plugins: [plugin] });
@@ -37,9 +38,7 @@ beforeAll(async () => {
   await k.kexec({ saveTo: image });
   expect(k.halted).toBe(true);
 });
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+afterAll(() => cleanup());
 
 describe("kexec into another process", () => {
   it("retrieves the same data in a fresh Node process", async () => {

@@ -1,17 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { Machine, type Kernel } from "@luo/core";
-import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
-
-const enc = (s: string) => new TextEncoder().encode(s);
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+import { createTestFile } from "@luo/core/testing";
+import { bootTest, dec, enc, kexecOpen } from "./helpers/luo.js";
 
 describe("live update end to end", () => {
   it("preserves files across kexec and finishes them", async () => {
-    const plugin = testHandlerPlugin({ flbs: 2 });
-    const machine = new Machine({ memory: "64 MiB" });
-    const k1 = await machine.boot({ plugins: [plugin] });
-    const p = k1.spawn("vmm");
-    const dev = await p.openLiveUpdate();
+    const { kernel: k1, proc: p, dev, plugin } = await bootTest({ flbs: 2, memory: "64 MiB" });
     const s = await dev.createSession("vm-0");
     const fd = createTestFile(p, "a", enc("hello"));
     await s.preserveFd(fd, 1n);
@@ -20,11 +13,9 @@ describe("live update end to end", () => {
     const empty = await dev.createSession("empty");
     expect(await empty.getName()).toBe("empty");
 
-    const k2 = (await k1.kexec()) as Kernel;
-    expect(k1.halted).toBe(true);
+    // kexecOpen asserts the old kernel halted and opens /dev/liveupdate in the new one.
+    const { kernel: k2, proc: q, dev: dev2 } = await kexecOpen(k1);
     expect(k2.liveupdate.liveupdateNumber).toBe(1n);
-    const q = k2.spawn("vmm");
-    const dev2 = await q.openLiveUpdate();
     const s2 = await dev2.retrieveSession("vm-0");
     const fd2 = await s2.retrieveFd(1n);
     expect(dec(q.pread(fd2, 100, 0))).toBe("hello world");

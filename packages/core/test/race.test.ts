@@ -68,6 +68,7 @@ import {
 } from "@luo/core";
 import { TestFile, createTestFile, testHandlerPlugin } from "@luo/core/testing";
 import { assertHierarchy, chainHasCode } from "./helpers/faults.js";
+import { dec, enc } from "./helpers/luo.js";
 
 const RUNS = Number(process.env.LUO_RACE_RUNS ?? 1000);
 const SEED = process.env.LUO_RACE_SEED === undefined ? undefined : Number(process.env.LUO_RACE_SEED);
@@ -77,8 +78,6 @@ const FILE_MAGIC = 0x52414345;
 const FLB_MAGIC = 0x7261636566_6c6200n;
 const FREEZE_FAULT: ErrnoCode = "EOVERFLOW";
 
-const enc = (s: string) => new TextEncoder().encode(s);
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const sessionLock = (name: string) => `session "${name}"`;
 const fileLock = (name: string, token: bigint) => `file ${token} of session "${name}"`;
 const FLB_OUT = `FLB "race-flb-v1" outgoing`;
