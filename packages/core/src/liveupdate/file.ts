@@ -224,15 +224,16 @@ export class FileSet {
   }
 
   /**
-   * The args object of one callback: two small class instances per call instead of object
-   * spreads and closures (the per-file hot paths of preserve, retrieve and finish).
+   * The args object of one callback for `lf`, whose dependency API sees the files before it: two
+   * small class instances per call instead of object spreads and closures (the per-file hot
+   * paths of preserve, retrieve and finish).
    */
-  private ctx(lf: { entry: RegisteredHandler; token: bigint }, limit: number): CallArgs {
-    return new CallArgs(this.svc, lf.entry.handler, lf.token, new SessionDeps(this, limit));
+  private ctx(lf: LuoFile): CallArgs {
+    return new CallArgs(this.svc, lf.entry.handler, lf.token, new SessionDeps(this, lf.index));
   }
 
   private preservedArgs(lf: LuoFile): PreservedArgs<KernelFile, unknown> {
-    const args = this.ctx(lf, lf.index);
+    const args = this.ctx(lf);
     args.file = lf.file;
     args.data = lf.data;
     args.privateData = lf.privateData;
@@ -274,7 +275,7 @@ export class FileSet {
         const lf = new LuoFile(entry, token, this.files.length, this.session, 0n);
         let result;
         try {
-          const args = this.ctx(lf, this.files.length);
+          const args = this.ctx(lf); // lf.index is this.files.length
           args.file = file;
           result = await h.preserve(args as PreserveArgs<KernelFile>);
         } catch (e) {
@@ -433,24 +434,26 @@ export class FileSet {
    */
   deserialize(records: readonly IncomingFileRecord[], blocks: bigint[]): void {
     this.incomingBlocks = blocks; // set first so a failure below can still free them
-    for (const r of records) {
-      const entry = this.svc.registry.find(r.compatible);
-      if (!entry) {
-        this.files.length = 0;
-        this.byToken.clear();
-        throw new LiveUpdateError(
-          "ENOENT",
-          `no registered handler for compatible "${r.compatible}" (${this.what(r.token)})`,
-        );
+    try {
+      for (const r of records) {
+        const entry = this.svc.registry.find(r.compatible);
+        if (!entry) {
+          throw new LiveUpdateError(
+            "ENOENT",
+            `no registered handler for compatible "${r.compatible}" (${this.what(r.token)})`,
+          );
+        }
+        if (this.byToken.has(r.token)) {
+          throw new LiveUpdateError("EEXIST", `${this.what(r.token)} appears twice in the handover`);
+        }
+        const lf = new LuoFile(entry, r.token, this.files.length, this.session, r.data);
+        this.files.push(lf);
+        this.byToken.set(r.token, lf);
       }
-      if (this.byToken.has(r.token)) {
-        this.files.length = 0;
-        this.byToken.clear();
-        throw new LiveUpdateError("EEXIST", `${this.what(r.token)} appears twice in the handover`);
-      }
-      const lf = new LuoFile(entry, r.token, this.files.length, this.session, r.data);
-      this.files.push(lf);
-      this.byToken.set(r.token, lf);
+    } catch (e) {
+      this.files.length = 0;
+      this.byToken.clear();
+      throw e;
     }
   }
 
@@ -461,7 +464,7 @@ export class FileSet {
       const h = lf.entry.handler;
       let file: KernelFile;
       try {
-        const args = this.ctx(lf, lf.index);
+        const args = this.ctx(lf);
         args.data = lf.data;
         file = await h.retrieve(args);
         if (!(file instanceof KernelFile)) {
@@ -506,7 +509,7 @@ export class FileSet {
   }
 
   private finishArgs(lf: LuoFile): FinishArgs<KernelFile> {
-    const args = this.ctx(lf, lf.index);
+    const args = this.ctx(lf);
     args.file = lf.file;
     args.data = lf.data;
     args.retrieveStatus = lf.retrieveStatus;
