@@ -13,7 +13,7 @@
  * @module
  */
 import { LiveUpdateError } from "../errors.js";
-import { encodeFdt, fdtNode, fdtString, fdtU64 } from "../fdt/index.js";
+import { encodeFdt, fdtNode, fdtString, fdtU64, isValidFdtNodeName } from "../fdt/index.js";
 import { MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, type Machine } from "../machine/index.js";
 import { KHO_COMPATIBLE, MAP_ENTRIES_PER_PAGE, MAP_ENTRY_SIZE, MAP_HEADER_SIZE } from "./format.js";
 
@@ -119,10 +119,11 @@ export class Kho {
 
   /**
    * Publishes a blob under `name` in the KHO root (one FDT node). `EEXIST` for a taken name,
-   * `EINVAL` for a name that is not a valid FDT node name.
+   * `EINVAL` for a name that is not a valid FDT node name (`isValidFdtNodeName`: 1–31 characters
+   * from `[0-9A-Za-z,._+-]` starting with a letter, optionally `@unit-address`).
    */
   addSubtree(name: string, phys: bigint): void {
-    if (!/^[A-Za-z0-9,._+-]{1,31}$/.test(name)) {
+    if (!isValidFdtNodeName(name)) {
       throw new LiveUpdateError(
         "EINVAL",
         `KHO subtree name ${JSON.stringify(name)} is not a valid node name`,
