@@ -39,7 +39,7 @@ export interface QuiesceTarget {
 
 /** Handler and FLB registry of one kernel. */
 export class Registry {
-  private readonly handlers: RegisteredHandler[] = [];
+  /** Registered handlers by compatible; the map's insertion order is the registration order. */
   private readonly byCompatible = new Map<string, RegisteredHandler>();
 
   /**
@@ -66,11 +66,6 @@ export class Registry {
     );
   }
 
-  /** Registered handlers in registration order. */
-  list(): readonly RegisteredHandler[] {
-    return this.handlers;
-  }
-
   /** The handler with `compatible`, if registered. */
   find(compatible: string): RegisteredHandler | undefined {
     return this.byCompatible.get(compatible);
@@ -78,7 +73,7 @@ export class Registry {
 
   /** First handler whose `canPreserve` accepts `file` (registration order). */
   select(file: KernelFile): RegisteredHandler | undefined {
-    for (const h of this.handlers) {
+    for (const h of this.byCompatible.values()) {
       if (h.handler.canPreserve(file)) return h;
     }
     return undefined;
@@ -95,9 +90,7 @@ export class Registry {
           `a handler with compatible "${h.compatible}" is already registered`,
         );
       }
-      const entry: RegisteredHandler = { handler: h, flbs: [] };
-      this.handlers.push(entry);
-      this.byCompatible.set(h.compatible, entry);
+      this.byCompatible.set(h.compatible, { handler: h, flbs: [] });
     });
   }
 
@@ -105,8 +98,8 @@ export class Registry {
   async unregisterHandler(handler: FileHandler): Promise<void> {
     const h = handler;
     await this.quiesce(`unregister handler "${h.compatible}"`, () => {
-      const entry = this.byCompatible.get(h.compatible);
-      if (!entry || entry.handler !== h) {
+      const entry = this.entryOf(h);
+      if (!entry) {
         throw new LiveUpdateError("ENOENT", `handler "${h.compatible}" is not registered`);
       }
       if (entry.flbs.length > 0) {
@@ -115,7 +108,6 @@ export class Registry {
           `handler "${h.compatible}" still has ${entry.flbs.length} FLBs linked`,
         );
       }
-      this.handlers.splice(this.handlers.indexOf(entry), 1);
       this.byCompatible.delete(h.compatible);
     });
   }
