@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, it } from "vitest";
 import { Kho } from "../src/kho/index.js";
 import { Machine } from "../src/machine/index.js";
 import { expectErrno } from "./fixtures/machine-helpers.js";
