@@ -20,6 +20,7 @@ import { TestFile, createTestFile } from "@luo/core/testing";
 import {
   ValueFile,
   bootTest,
+  callsSince,
   dec,
   enc,
   kexecOpen,
@@ -116,7 +117,7 @@ describe("PRESERVE_FD check order", () => {
     // in reverse order.
     c.fail("preserve", { code: "ENOMEM" });
     await rejects(s.preserveFd(a, 1), "ENOMEM");
-    expect(c.log.slice(before.calls).map((x) => `${x.op}:${x.key}${x.failed ? "!" : ""}`)).toEqual([
+    expect(callsSince(c, before.calls)).toEqual([
       "flbPreserve:0",
       "flbPreserve:1",
       "preserve:1!",
@@ -130,11 +131,7 @@ describe("PRESERVE_FD check order", () => {
     let mark = c.log.length;
     c.fail("flbPreserve", { only: [1n], code: "EAGAIN" });
     await rejects(s.preserveFd(a, 1), "EAGAIN");
-    expect(c.log.slice(mark).map((x) => `${x.op}:${x.key}${x.failed ? "!" : ""}`)).toEqual([
-      "flbPreserve:0",
-      "flbPreserve:1!",
-      "flbUnpreserve:0",
-    ]);
+    expect(callsSince(c, mark)).toEqual(["flbPreserve:0", "flbPreserve:1!", "flbUnpreserve:0"]);
     c.heal();
     expect({ ...snapshot(w, a), calls: 0 }).toEqual({ ...before, calls: 0 });
 
@@ -300,10 +297,7 @@ describe("RETRIEVE_FD", () => {
     const second = await rejects(inc.retrieveFd(2), "ENOMEM");
     expect(second).toBe(first);
     expect(await rejects(inc.retrieveFd(3), "EIO")).toBe(plain);
-    expect(c.log.filter((x) => x.op === "retrieve").map((x) => `${x.key}${x.failed ? "!" : ""}`)).toEqual([
-      "2!",
-      "3!",
-    ]);
+    expect(callsSince(c, 0).filter((x) => x.startsWith("retrieve:"))).toEqual(["retrieve:2!", "retrieve:3!"]);
     // Other files are unaffected, and FINISH still cleans up every file (failed ones too).
     expect(dec(q.pread(await inc.retrieveFd(1), 10, 0))).toBe("file 1");
     await inc.finish();

@@ -4,7 +4,16 @@
 // close leaves behind until the next live update drops it.
 import { describe, expect, it } from "vitest";
 import { createTestFile } from "@luo/core/testing";
-import { bootTest, dec, enc, kexecOpen, recordEvents, rejects, type TestWorld } from "./helpers/luo.js";
+import {
+  bootTest,
+  callsSince,
+  dec,
+  enc,
+  kexecOpen,
+  recordEvents,
+  rejects,
+  type TestWorld,
+} from "./helpers/luo.js";
 
 /** Boot, one session "vm" with test files 1..n (content "file i"), kexec, open. */
 async function handedOver(n = 3, options: { flbs?: number } = {}) {
@@ -18,9 +27,6 @@ async function handedOver(n = 3, options: { flbs?: number } = {}) {
   const next = await kexecOpen(w.kernel);
   return { ...next, plugin: w.plugin, c: w.plugin.control };
 }
-
-const ops = (log: readonly { op: string; key: bigint; failed: boolean }[], from: number) =>
-  log.slice(from).map((x) => `${x.op}:${x.key}${x.failed ? "!" : ""}`);
 
 /** The callbacks of a FINISH of files 1..3 that nobody vetoes: canFinish FIFO, then finish LIFO. */
 const FINISH_ALL_3 = ["canFinish:1", "canFinish:2", "canFinish:3", "finish:3", "finish:2", "finish:1"];
@@ -36,7 +42,7 @@ describe("FINISH", () => {
     let mark = c.log.length;
     c.fail("canFinish", { only: [2n] });
     await rejects(inc.finish(), "EBUSY");
-    expect(ops(c.log, mark)).toEqual(["canFinish:1", "canFinish:2!"]);
+    expect(callsSince(c, mark)).toEqual(["canFinish:1", "canFinish:2!"]);
     // Nothing finished: every file is still there and retrievable, nothing was freed.
     expect(c.calls("finish")).toEqual([]);
     expect(k2.liveupdate.stats()).toEqual(stats);
@@ -50,7 +56,7 @@ describe("FINISH", () => {
     c.heal();
     mark = c.log.length;
     await inc.finish();
-    expect(ops(c.log, mark)).toEqual(FINISH_ALL_3);
+    expect(callsSince(c, mark)).toEqual(FINISH_ALL_3);
     // File 2 was never retrieved: finish got it anyway and its memory came back.
     expect(k2.incoming!.unrestoredPages).toBe(0);
     expect(k2.liveupdate.stats()).toEqual({ outgoingSessions: 0, incomingSessions: 1, ownedFiles: 0 });
@@ -89,7 +95,7 @@ describe("closing an incoming session", () => {
     await inc.retrieveFd(2);
     const mark = c.log.length;
     await inc.close();
-    expect(ops(c.log, mark)).toEqual(FINISH_ALL_3);
+    expect(callsSince(c, mark)).toEqual(FINISH_ALL_3);
     expect(k2.liveupdate.stats()).toEqual({ outgoingSessions: 0, incomingSessions: 0, ownedFiles: 0 });
     expect(k2.incoming!.unrestoredPages).toBe(0);
     await rejects(dev.retrieveSession("vm"), "ENOENT");

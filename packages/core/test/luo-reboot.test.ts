@@ -11,6 +11,7 @@ import { TestFile, createTestFile, testHandlerPlugin } from "@luo/core/testing";
 import {
   GateFile,
   bootTest,
+  callsSince,
   createGate,
   dec,
   enc,
@@ -19,11 +20,7 @@ import {
   preservedPages,
   recordEvents,
   rejects,
-  type TestWorld,
 } from "./helpers/luo.js";
-
-const ops = (w: TestWorld, from: number) =>
-  w.plugin.control.log.slice(from).map((x) => `${x.op}:${x.key}${x.failed ? "!" : ""}`);
 
 /** Sessions A (tokens 1,2,3), B (4,5,6), C (7,8); file content "file <token>". */
 async function threeSessions() {
@@ -96,7 +93,7 @@ describe("freeze at reboot", () => {
       const mark = c.log.length;
       c.fail("freeze", { only: [token], code: "EAGAIN" });
       await rejects(kernel.kexec(), "EAGAIN");
-      expect(ops(w, mark)).toEqual(expected);
+      expect(callsSince(w.plugin.control, mark)).toEqual(expected);
       expect(kernel.halted).toBe(false);
       expect(machine.khoRoot).toBe(0n);
       expect(preservedPages(machine)).toBe(pages);
@@ -107,7 +104,7 @@ describe("freeze at reboot", () => {
     const plain = await rejects(kernel.kexec(), "EIO");
     expect(plain.cause).toBeInstanceOf(Error);
     expect(plain.message).toContain('session "A" token 2');
-    expect(ops(w, mark)).toEqual(["freeze:1", "freeze:2!", "unfreeze:1"]);
+    expect(callsSince(w.plugin.control, mark)).toEqual(["freeze:1", "freeze:2!", "unfreeze:1"]);
     expect(kernel.halted).toBe(false);
     expect(
       events.filter((e) => e.name === "reboot:failed").map((e) => (e.error as Error & { code: string }).code),
@@ -122,7 +119,7 @@ describe("freeze at reboot", () => {
     c.heal();
     mark = c.log.length;
     const { proc: q, dev } = await kexecOpen(kernel);
-    expect(ops(w, mark).filter((x) => x.startsWith("freeze"))).toEqual(
+    expect(callsSince(w.plugin.control, mark).filter((x) => x.startsWith("freeze"))).toEqual(
       [1, 2, 3, 4, 5, 6, 7, 8, 9].map((t) => `freeze:${t}`),
     );
     for (const [name, tokens] of [
@@ -146,7 +143,7 @@ describe("freeze at reboot", () => {
     );
     expect(e).toBeInstanceOf(Error);
     expect((e as { code: string }).code).toMatch(/^E/);
-    expect(ops(w, mark)).toEqual([
+    expect(callsSince(w.plugin.control, mark)).toEqual([
       ...[1, 2, 3, 4, 5, 6, 7, 8].map((t) => `freeze:${t}`),
       ...[7, 8, 4, 5, 6, 1, 2, 3].map((t) => `unfreeze:${t}`),
     ]);

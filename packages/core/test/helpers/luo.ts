@@ -23,7 +23,12 @@ import {
   type Plugin,
   type Process,
 } from "@luo/core";
-import { testHandlerPlugin, type TestPlugin, type TestPluginOptions } from "@luo/core/testing";
+import {
+  testHandlerPlugin,
+  type TestControl,
+  type TestPlugin,
+  type TestPluginOptions,
+} from "@luo/core/testing";
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -110,6 +115,14 @@ export async function kexec(kernel: Kernel, plugins?: readonly Plugin[]): Promis
   expect(next).toBeDefined();
   expect(kernel.halted).toBe(true);
   return next!;
+}
+
+/**
+ * The test handler's calls from log index `mark` on (take `mark` as `control.log.length` before
+ * the step), each as `op:key`, with `!` when the call failed by injection.
+ */
+export function callsSince(control: TestControl, mark: number): string[] {
+  return control.log.slice(mark).map((x) => `${x.op}:${x.key}${x.failed ? "!" : ""}`);
 }
 
 /** Preserved pages of the machine right now. */
