@@ -16,10 +16,11 @@
  */
 import { LiveUpdateError, toLiveUpdateError } from "../errors.js";
 import type { Kho, KhoIncoming } from "../kho/index.js";
-import { COMPATIBLE_SIZE, encodeFixedString, type FlbRecord, type IncomingFlbRecord } from "../abi/index.js";
+import type { FlbRecord, IncomingFlbRecord } from "../abi/index.js";
 import { LevelMutex, LockLevel } from "./locks.js";
 import type { Awaitable } from "./handler.js";
 import type { LiveUpdateEvents } from "./events.js";
+import { checkShape, defineShape } from "./define-shape.js";
 
 /** Arguments of an FLB's `preserve`. */
 export interface FlbPreserveArgs {
@@ -55,23 +56,19 @@ export interface Flb<T = unknown> extends FlbSpec<T> {
   readonly compatibleBytes: Uint8Array;
 }
 
+const FLB_REQUIRED = ["preserve", "unpreserve", "retrieve", "finish"] as const;
+
 /**
  * Validates an FLB definition. `EINVAL` if a callback is missing or the compatible is not
  * 1..47 bytes.
  */
 export function defineFlb<T>(spec: FlbSpec<T>): Flb<T> {
-  return Object.freeze({ ...spec, compatibleBytes: checkFlbShape(spec as FlbSpec) });
+  return defineShape(spec, FLB_REQUIRED, "FLB");
 }
 
 /** Validates the shape of an FLB and returns its compatible bytes (`EINVAL` otherwise). */
 export function checkFlbShape(flb: FlbSpec): Uint8Array {
-  const bytes = encodeFixedString(flb.compatible, COMPATIBLE_SIZE, "FLB compatible");
-  for (const op of ["preserve", "unpreserve", "retrieve", "finish"] as const) {
-    if (typeof flb[op] !== "function") {
-      throw new LiveUpdateError("EINVAL", `FLB "${flb.compatible}" lacks the required ${op} callback`);
-    }
-  }
-  return bytes;
+  return checkShape(flb, FLB_REQUIRED, "FLB");
 }
 
 /** Read access to FLB objects, given to handler callbacks. */

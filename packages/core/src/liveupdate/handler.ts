@@ -15,13 +15,12 @@
  * @module
  */
 import type { DependencyContainer } from "tsyringe";
-import { LiveUpdateError } from "../errors.js";
+import type { LiveUpdateError } from "../errors.js";
 import type { KernelFile } from "../kernel/index.js";
 import type { Kho, KhoIncoming } from "../kho/index.js";
 import type { Machine } from "../machine/index.js";
-import { COMPATIBLE_SIZE } from "../abi/index.js";
-import { encodeFixedString } from "../abi/index.js";
 import type { FlbAccess } from "./flb.js";
+import { checkShape, defineShape } from "./define-shape.js";
 
 /** A value or a promise of it. */
 export type Awaitable<T> = T | Promise<T>;
@@ -145,7 +144,7 @@ const REQUIRED = ["canPreserve", "preserve", "unpreserve", "retrieve", "finish"]
 export function defineFileHandler<F extends KernelFile, P = unknown>(
   spec: FileHandlerSpec<F, P>,
 ): FileHandler<F, P> {
-  return Object.freeze({ ...spec, compatibleBytes: checkHandlerShape(spec as FileHandlerSpec) });
+  return defineShape(spec, REQUIRED, "handler");
 }
 
 /**
@@ -153,11 +152,5 @@ export function defineFileHandler<F extends KernelFile, P = unknown>(
  * bytes. `EINVAL` otherwise.
  */
 export function checkHandlerShape(h: FileHandlerSpec): Uint8Array {
-  const bytes = encodeFixedString(h.compatible, COMPATIBLE_SIZE, "handler compatible");
-  for (const op of REQUIRED) {
-    if (typeof h[op] !== "function") {
-      throw new LiveUpdateError("EINVAL", `handler "${h.compatible}" lacks the required ${op} callback`);
-    }
-  }
-  return bytes;
+  return checkShape(h, REQUIRED, "handler");
 }
