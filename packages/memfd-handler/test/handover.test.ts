@@ -6,9 +6,12 @@ import {
   F_ADD_SEALS,
   F_GET_SEALS,
   FALLOC_FL_KEEP_SIZE,
+  FILE_BLOCKS,
   FALLOC_FL_PUNCH_HOLE,
+  MAX_FILE_OFFSET,
   Machine,
   PAGE_SIZE,
+  SESSION_BLOCKS,
   SEEK_CUR,
   SEEK_END,
   SEEK_SET,
@@ -34,7 +37,7 @@ import {
   memfdReopen,
 } from "@luo/memfd-handler";
 import { boot, bootAndPreserve, bytes, firstDifference, kexec, text, type Booted } from "./helpers/boot.js";
-import { code, rejects } from "./helpers/errno.js";
+import { code, rejection, rejects } from "./helpers/errno.js";
 
 const MiB = 1024 * 1024;
 const size = (p: Process, fd: number): number => memfdFile(p, fd).size();
@@ -42,10 +45,7 @@ const pos = (p: Process, fd: number): number => p.lseek(fd, 0, SEEK_CUR);
 
 /** Machine page accounting of a freshly booted second kernel with nothing handed over. */
 async function freshBaseline(): Promise<ReturnType<Machine["stats"]>> {
-  const m = new Machine({ memory: "64 MiB" });
-  const k1 = await m.boot({ plugins: [memfd()] });
-  await (await k1.kexec())!.spawn("p").openLiveUpdate();
-  return m.stats();
+  return (await kexec(await boot())).machine.stats();
 }
 
 describe("memfd-v2 live update", () => {
@@ -182,7 +182,11 @@ describe("memfd-v2 live update", () => {
     const data = bytes(5 * PAGE_SIZE + 3, 11);
     p.pwrite(fd, data, 0);
     await s.preserveFd(fd, 1n);
-    expect(machine.stats().preservedPages).toBeGreaterThan(preservedBefore + 6);
+    // Session block + file block + 6 folios + the record, one folio-record page and one chunk.
+    const folios = Math.ceil(data.length / PAGE_SIZE);
+    expect(machine.stats().preservedPages).toBe(
+      preservedBefore + SESSION_BLOCKS.pages + FILE_BLOCKS.pages + folios + 3,
+    );
     p.pwrite(fd, text("after"), 0);
     data.set(text("after"), 0);
     await s.close();
@@ -307,6 +311,22 @@ describe("memfd-v2 live update", () => {
     p.ftruncate(fd, 2 * PAGE_SIZE); // not frozen
   });
 
+  it("refuses more than 2^32-1 pages (EFBIG) and undoes everything", async () => {
+    const k1 = await boot();
+    const { proc: p, machine } = k1;
+    const s = await k1.dev.createSession("a");
+    const fd = memfdCreate(p, "huge-sparse");
+    p.ftruncate(fd, 2 ** 44); // 2^32 pages, all holes
+    const before = machine.stats();
+    const err = await rejection(s.preserveFd(fd, 1n));
+    expect(err?.code).toBe("EFBIG");
+    expect(err?.message).toContain("has more than 2^32-1 pages");
+    expect(machine.stats()).toEqual(before);
+    expect(k1.kernel.liveupdate.stats().ownedFiles).toBe(0);
+    p.ftruncate(fd, PAGE_SIZE); // not frozen
+    await s.preserveFd(fd, 1n);
+  });
+
   it("writes the 48-byte record and 16-byte folio records; freeze refreshes the position", async () => {
     const k1 = await boot();
     const { proc: p, machine } = k1;
@@ -357,6 +377,98 @@ describe("memfd-v2 live update", () => {
       await s2.finish();
       expect(k2.kernel.incoming!.unrestoredPages).toBe(0);
       expect(k2.machine.stats()).toEqual(baseline);
+    }
+  });
+
+  it("retrieve validates the folio records, the sizes and the array (exact errno), FINISH frees what it can find", async () => {
+    const n = 4; // 4 folios: one folio-record page, one chunk
+    /** Where the layout of the preserved memfd is, read in the new kernel. */
+    const layout = (m: Machine, ser: bigint) => {
+      const chunk = m.readU64(ser + BigInt(MEMFD_LUO_SER.folios));
+      const array = m.readU64(chunk + 8n);
+      return { chunk, array, rec: (i: number) => array + BigInt(16 * i) };
+    };
+    const cases: {
+      what: string;
+      corrupt: (m: Machine, ser: bigint) => void;
+      errno: string;
+      message: string | RegExp;
+      /** Pages still handed over after FINISH (the damaged record no longer names them). */
+      left: number;
+    }[] = [
+      {
+        what: "a folio record repeats a phys",
+        corrupt: (m, ser) => {
+          const { rec } = layout(m, ser);
+          m.writeU64(ser + BigInt(MEMFD_LUO_SER.size), BigInt((n + 1) * PAGE_SIZE));
+          m.writeU64(ser + BigInt(MEMFD_LUO_SER.nrFolios), BigInt(n + 1));
+          m.writeU64(rec(n), m.readU64(rec(0))); // folio 0's page again, as index 4
+          m.writeU64(rec(n) + 8n, BigInt(n));
+        },
+        errno: "EIO",
+        message: /cannot restore folio 4 at 0x[0-9a-f]+$/,
+        left: 0,
+      },
+      {
+        what: "a folio index beyond the file",
+        corrupt: (m, ser) => m.writeU64(layout(m, ser).rec(3) + 8n, BigInt(n)),
+        errno: "EINVAL",
+        message: "folio index 4 is repeated or beyond 4 page(s)",
+        left: 0,
+      },
+      {
+        what: "a folio index repeated",
+        corrupt: (m, ser) => m.writeU64(layout(m, ser).rec(3) + 8n, 2n),
+        errno: "EINVAL",
+        message: "folio index 2 is repeated or beyond 4 page(s)",
+        left: 0,
+      },
+      {
+        what: "size 2^53",
+        corrupt: (m, ser) => m.writeU64(ser + BigInt(MEMFD_LUO_SER.size), 2n ** 53n),
+        errno: "EINVAL",
+        message: `size ${2n ** 53n} or position 0 out of range`,
+        left: 0,
+      },
+      {
+        what: "position beyond the largest offset",
+        corrupt: (m, ser) => m.writeU64(ser + BigInt(MEMFD_LUO_SER.pos), BigInt(MAX_FILE_OFFSET) + 1n),
+        errno: "EINVAL",
+        message: `size ${n * PAGE_SIZE} or position ${MAX_FILE_OFFSET + 1} out of range`,
+        left: 0,
+      },
+      {
+        // FINISH cannot parse the record either: it frees the record page and nothing else.
+        what: "the folio array overlaps the record",
+        corrupt: (m, ser) => m.writeU64(layout(m, ser).chunk + 8n, ser),
+        errno: "EINVAL",
+        message: "its folio array overlaps the record",
+        left: n + 2, // the folios, the folio-record page and the chunk
+      },
+      {
+        what: "nr_folios above the capacity of the array",
+        corrupt: (m, ser) => m.writeU64(ser + BigInt(MEMFD_LUO_SER.nrFolios), 257n),
+        errno: "EINVAL",
+        message: "257 folio records do not fit in 1 array block(s)",
+        left: n + 2,
+      },
+    ];
+    for (const c of cases) {
+      const { k1, ser } = await bootAndPreserve(bytes(n * PAGE_SIZE, 2), { session: "a", name: "m" });
+      const baseline = await freshBaseline();
+      const k2 = await kexec(k1);
+      c.corrupt(k2.machine, ser);
+      const before = k2.kernel.incoming!.unrestoredPages;
+      const s2 = await k2.dev.retrieveSession("a");
+      const err = await rejection(s2.retrieveFd(1n));
+      expect(err?.code, c.what).toBe(c.errno);
+      if (typeof c.message === "string") expect(err?.message, c.what).toContain(c.message);
+      else expect(err?.message, c.what).toMatch(c.message);
+      expect(await rejection(s2.retrieveFd(1n)), c.what).toEqual(err); // sticky
+      expect(k2.kernel.incoming!.unrestoredPages, `${c.what}: nothing restored`).toBe(before);
+      await s2.finish();
+      expect(k2.kernel.incoming!.unrestoredPages, c.what).toBe(c.left);
+      if (c.left === 0) expect(k2.machine.stats(), c.what).toEqual(baseline);
     }
   });
 
