@@ -21,7 +21,7 @@ import {
   unpreserveVmalloc,
   type KhoVmalloc,
 } from "@luo/memfd-handler";
-import { code } from "./helpers/errno.js";
+import { code, thrown } from "./helpers/errno.js";
 
 describe("memfd-v2 layout", () => {
   it("has the kernel's sizes", () => {
@@ -100,22 +100,55 @@ describe("KHO vmalloc areas", () => {
     expect(machine.stats()).toEqual(before);
   });
 
-  it("rejects malformed chains with EINVAL", () => {
+  it("rejects malformed chains with EINVAL, naming the check", () => {
     const { machine, kho, owns } = setup();
     const area = preserveVmalloc(kho, 3 * PAGE_SIZE);
     const d = area.descriptor;
     const parse = (desc: KhoVmalloc, o = owns) => code(() => parseVmalloc(machine, desc, o, "test"));
+    const why = (desc: KhoVmalloc, o = owns) => thrown(() => parseVmalloc(machine, desc, o, "test"))?.message;
+    const hex = (p: bigint) => `0x${p.toString(16)}`;
     expect(parse(d)).toBeUndefined();
     expect(parse({ ...d, first: 0n })).toBe("EINVAL");
+    expect(why({ ...d, first: 0n })).toContain("test: the vmalloc descriptor has no first chunk");
     expect(parse({ ...d, totalPages: 2 })).toBe("EINVAL"); // the chunk lists 3
+    expect(why({ ...d, totalPages: 2 })).toContain("the chunks list more than 2 block(s)");
     expect(parse({ ...d, totalPages: 4 })).toBe("EINVAL");
+    expect(why({ ...d, totalPages: 4 })).toContain("the chunks list 3 block(s), the descriptor says 4");
     expect(parse({ ...d, totalPages: 0 })).toBe("EINVAL");
+    expect(why({ ...d, totalPages: 0 })).toContain("vmalloc total_pages 0 is not a positive multiple of 1");
+    expect(parse({ ...d, order: 1, totalPages: 3 })).toBe("EINVAL");
+    expect(why({ ...d, order: 1, totalPages: 3 })).toContain(
+      "vmalloc total_pages 3 is not a positive multiple of 2",
+    );
     expect(parse({ ...d, order: 12 })).toBe("EINVAL");
+    expect(why({ ...d, order: 12 })).toContain("vmalloc order 12 exceeds 9");
     expect(parse(d, (p) => p !== area.pages[1])).toBe("EINVAL"); // a page not handed over
+    expect(why(d, (p) => p !== area.pages[1])).toContain(
+      `data block 1 at ${hex(area.pages[1]!)} is not handed-over memory`,
+    );
+    expect(parse(d, (p) => p !== area.chunks[0])).toBe("EINVAL"); // a chunk not handed over
+    expect(why(d, (p) => p !== area.chunks[0])).toContain(
+      `chunk 0 at ${hex(area.chunks[0]!)} is not handed-over memory`,
+    );
     machine.writeU64(area.chunks[0]! + 16n, area.pages[0]!); // a page listed twice
     expect(parse(d)).toBe("EINVAL");
+    expect(why(d)).toContain(`data block 1 at ${hex(area.pages[0]!)} is listed twice`);
     machine.writeU64(area.chunks[0]! + 16n, area.pages[1]!);
-    machine.writeU64(area.chunks[0]!, area.chunks[0]!); // a cycle
+    // A chunk pointing at itself on a one-chunk area: caught as a chain that is too long.
+    machine.writeU64(area.chunks[0]!, area.chunks[0]!);
     expect(parse(d)).toBe("EINVAL");
+    expect(why(d)).toContain("the chunk chain is longer than 1 chunk(s)");
+  });
+
+  it("rejects a real cycle in a multi-chunk chain as a chunk listed twice", () => {
+    const { machine, kho, owns } = setup();
+    const area = preserveVmalloc(kho, 600 * PAGE_SIZE); // two chunks
+    expect(area.chunks.length).toBe(2);
+    machine.writeU64(area.chunks[0]!, area.chunks[0]!); // chunk 0 → itself
+    const err = thrown(() => parseVmalloc(machine, area.descriptor, owns, "test"));
+    expect(err?.code).toBe("EINVAL");
+    expect(err?.message).toContain(
+      `chunk 1 at 0x${area.chunks[0]!.toString(16)} is listed twice (or the chain has a cycle)`,
+    );
   });
 });
