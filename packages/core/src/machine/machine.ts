@@ -194,16 +194,17 @@ export class Machine {
   #checked(phys: bigint, length: number, what: string): number {
     const off = this.#offset(phys, length, what);
     if (length === 0) return off;
-    const flags = this.#alloc.flags;
-    const last = Math.floor((off + length - 1) / PAGE_SIZE);
-    for (let p = Math.floor(off / PAGE_SIZE); p <= last; p++) {
-      if ((flags[p]! & PG_ALLOCATED) === 0) {
-        const page = this.base + BigInt(p) * BIG_PAGE_SIZE;
-        throw new LiveUpdateError(
-          "EFAULT",
-          `${what}: page ${hex(page)} (in ${hex(phys)}+${length}) is not allocated`,
-        );
-      }
+    const first = Math.floor(off / PAGE_SIZE);
+    const count = Math.floor((off + length - 1) / PAGE_SIZE) - first + 1;
+    if (!this.#alloc.allAllocated(first, count)) {
+      // Only on failure: find the first page that is not allocated, for the message.
+      const flags = this.#alloc.flags;
+      let p = first;
+      while ((flags[p]! & PG_ALLOCATED) !== 0) p++;
+      throw new LiveUpdateError(
+        "EFAULT",
+        `${what}: page ${hex(this.#physOf(p))} (in ${hex(phys)}+${length}) is not allocated`,
+      );
     }
     return off;
   }
@@ -521,20 +522,17 @@ export class Machine {
     const alloc = this.#alloc;
     const out: ImageBlock[] = [];
     const keepPreserved = (index: number, order: number): void => {
-      const n = 1 << order;
-      const kept = alloc.countPreserved(index, n);
-      if (kept === n) out.push({ index, order, preserved: "all" });
-      else if (kept !== 0) {
-        keepPreserved(index, order - 1);
-        keepPreserved(index + (n >> 1), order - 1);
-      }
+      out.push({ index, order, preserved: "all" });
     };
     for (const index of heads) {
       const order = alloc.order[index]!;
+      if (preservedOnly) {
+        alloc.splitPreserved(index, order, keepPreserved);
+        continue;
+      }
       const n = 1 << order;
       const kept = alloc.countPreserved(index, n);
-      if (preservedOnly) keepPreserved(index, order);
-      else if (kept === 0) out.push({ index, order, preserved: "none" });
+      if (kept === 0) out.push({ index, order, preserved: "none" });
       else if (kept === n) out.push({ index, order, preserved: "all" });
       else {
         const bitmap = new Uint8Array(Math.max(1, n / 8));

@@ -55,11 +55,6 @@ export class PageAllocator {
     this.reset([]);
   }
 
-  /** Number of live allocated blocks. */
-  get liveBlockCount(): number {
-    return this.#liveCount;
-  }
-
   /** Head page indices of all live allocated blocks (a copy, in no particular order). */
   liveBlocks(): Int32Array {
     return this.#live.slice(0, this.#liveCount);
@@ -151,7 +146,29 @@ export class PageAllocator {
       this.allocatedPages -= n;
       this.freePages += n;
       if (kept === 0) this.#clearAndFree(pfn, order);
-      else this.#splitKeep(pfn, order);
+      else this.splitPreserved(pfn, order, this.#keepSplit, this.#clearAndFree);
+    }
+  }
+
+  /**
+   * Walks the block `[pfn, pfn + 2^order)` as its maximal naturally aligned sub-blocks that are
+   * either fully preserved (`keep`) or hold no preserved page (`drop`), in ascending address
+   * order, halving only blocks that are partly preserved. The callbacks may change the flags of
+   * the sub-block they are given (never those of a later one).
+   */
+  splitPreserved(
+    pfn: number,
+    order: number,
+    keep: (pfn: number, order: number) => void,
+    drop?: (pfn: number, order: number) => void,
+  ): void {
+    const n = 1 << order;
+    const kept = this.countPreserved(pfn, n);
+    if (kept === n) keep(pfn, order);
+    else if (kept === 0) drop?.(pfn, order);
+    else {
+      this.splitPreserved(pfn, order - 1, keep, drop);
+      this.splitPreserved(pfn + (n >> 1), order - 1, keep, drop);
     }
   }
 
@@ -194,27 +211,20 @@ export class PageAllocator {
     }
   }
 
-  #splitKeep(pfn: number, order: number): void {
+  /** A fully preserved sub-block of a split block stays allocated as a block of its own. */
+  readonly #keepSplit = (pfn: number, order: number): void => {
     const n = 1 << order;
-    const kept = this.countPreserved(pfn, n);
-    if (kept === n) {
-      this.allocatedPages += n;
-      this.freePages -= n;
-      this.flags[pfn] = this.flags[pfn]! | PG_HEAD;
-      this.order[pfn] = order;
-      this.#addLive(pfn);
-    } else if (kept === 0) {
-      this.#clearAndFree(pfn, order);
-    } else {
-      this.#splitKeep(pfn, order - 1);
-      this.#splitKeep(pfn + (n >> 1), order - 1);
-    }
-  }
+    this.allocatedPages += n;
+    this.freePages -= n;
+    this.flags[pfn] = this.flags[pfn]! | PG_HEAD;
+    this.order[pfn] = order;
+    this.#addLive(pfn);
+  };
 
-  #clearAndFree(pfn: number, order: number): void {
+  readonly #clearAndFree = (pfn: number, order: number): void => {
     this.flags.fill(0, pfn, pfn + (1 << order));
     this.#coalesceInsert(pfn, order);
-  }
+  };
 
   #setAllocated(pfn: number, order: number): void {
     const n = 1 << order;

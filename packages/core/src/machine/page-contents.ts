@@ -23,16 +23,6 @@ export class PageContents {
     this.#stack = new Int32Array(totalPages);
   }
 
-  /** Number of live (non-poisoned) pages. */
-  get livePages(): number {
-    return this.#top;
-  }
-
-  /** True when page `pfn` holds real data (it is not poisoned). */
-  isLive(pfn: number): boolean {
-    return this.#live[pfn] === 1;
-  }
-
   /**
    * Declares `[first, first + count)` live because the caller is about to overwrite every byte
    * (allocation zeroing, image load). Poisoned contents are not materialized.
