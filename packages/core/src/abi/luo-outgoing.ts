@@ -63,16 +63,6 @@ export class LuoOutgoingAbi {
     return new LuoOutgoingAbi(kho, fdt, flb);
   }
 
-  /** Physical address of the LUO FDT page. */
-  get fdtPhys(): bigint {
-    return this.fdtPage.phys;
-  }
-
-  /** Physical address of the FLB page. */
-  get flbPhys(): bigint {
-    return this.flbPage.phys;
-  }
-
   /** Writes the FLB records (reboot path). `ENOSPC` above 63 records. */
   writeFlbs(records: readonly FlbRecord[]): void {
     if (records.length > FLB_AREA.max) {

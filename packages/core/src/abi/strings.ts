@@ -41,12 +41,6 @@ export function encodeFixedString(value: string, size: number, what: string): Ui
   return bytes;
 }
 
-/** Writes an already validated string into `view` at `offset`, zero-padding to `size`. */
-export function writeFixedString(view: Uint8Array, offset: number, bytes: Uint8Array, size: number): void {
-  view.fill(0, offset, offset + size);
-  view.set(bytes, offset);
-}
-
 /**
  * Reads a `char[size]` field. Returns `undefined` when there is no NUL inside the field, the
  * string is empty, or it is not valid UTF-8 (callers turn that into a kernel panic).

@@ -33,8 +33,6 @@ import type { LuoServices } from "./services.js";
 
 /** What a successful freeze hands to the kexec path. */
 export interface RebootTicket {
-  /** Sessions, files and FLBs serialized. */
-  readonly stats: { sessions: number; files: number; flbs: number };
   /** The next kernel took over: keep the serialize lock forever. */
   commit(): void;
   /** The handover could not happen: unfreeze, clear the records, release the lock. */
@@ -119,11 +117,6 @@ export class LiveUpdate {
       incomingSessions: this.incoming.size,
       ownedFiles: this.svc.ids.size,
     };
-  }
-
-  /** Physical address of the outgoing LUO FDT page. */
-  get fdtPhys(): bigint {
-    return this.abi.fdtPhys;
   }
 
   // ---- /dev/liveupdate -------------------------------------------------------------------
@@ -362,7 +355,6 @@ export class LiveUpdate {
       const files = fields.reduce((n, f) => n + f.fileCount, 0);
       const stats = { sessions: this.outgoing.size, files, flbs: flbs.length };
       return {
-        stats,
         commit: () => this.events.emitEvent("reboot:done", stats),
         abort: rollback,
       };

@@ -95,11 +95,6 @@ abstract class HierarchyLock {
     readonly level: LockLevelValue,
   ) {}
 
-  /** True while someone holds the lock. */
-  get locked(): boolean {
-    return this.writer || this.readers > 0;
-  }
-
   /** Makes every waiter and every later acquisition reject with `error` (used when halting). */
   halt(error: LiveUpdateError): void {
     this.poison = error;

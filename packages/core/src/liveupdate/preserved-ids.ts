@@ -26,11 +26,6 @@ export class PreservedIds {
     this.ids.delete(id);
   }
 
-  /** True when `id` is owned. */
-  has(id: unknown): boolean {
-    return this.ids.has(id);
-  }
-
   /** Number of owned identities. */
   get size(): number {
     return this.ids.size;
