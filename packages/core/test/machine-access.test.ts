@@ -119,6 +119,12 @@ describe("machine physical memory access", () => {
     expect(m.stats().preservedPages).toBe(2);
     expect(m.isPreserved(p + 2n * 4096n + 17n)).toBe(true);
     expect(m.isPreserved(p)).toBe(false);
+    expect(m.isPreservedRange(p + 2n * 4096n + 17n, 2)).toBe(true);
+    expect(m.isPreservedRange(p + 2n * 4096n, 3)).toBe(false);
+    expect(m.isPreservedRange(p, 0)).toBe(true);
+    expectErrno(() => m.isPreservedRange(m.end - 4096n, 2), "EFAULT");
+    expectErrno(() => m.isPreservedRange(m.end, 0), "EFAULT");
+    expectErrno(() => m.isPreservedRange(p, -1), "EINVAL");
     m.markPreserved(p, 3);
     expect(m.stats().preservedPages).toBe(8);
     expectErrno(() => m.markPreserved(p + 1n, 0), "EINVAL");

@@ -66,10 +66,9 @@ export class KhoIncoming {
     if (phys < m.base || phys + BigInt(length) > ramEnd) {
       throw new KernelPanicError(`${what} at ${hex(phys)} (+${length}) lies outside RAM`, phys);
     }
-    for (let p = phys & ~BigInt(PAGE_SIZE - 1); p < phys + BigInt(length); p += BigInt(PAGE_SIZE)) {
-      if (!m.isPreserved(p))
-        throw new KernelPanicError(`${what} at ${hex(phys)} is not in preserved memory`, phys);
-    }
+    const pages = Math.ceil((Number(phys % BigInt(PAGE_SIZE)) + length) / PAGE_SIZE);
+    if (!m.isPreservedRange(phys, pages))
+      throw new KernelPanicError(`${what} at ${hex(phys)} is not in preserved memory`, phys);
     return m.peek(phys, length);
   }
 
@@ -166,10 +165,8 @@ export class KhoIncoming {
             page,
           );
         }
-        for (let p = 0; p < 1 << order; p++) {
-          if (!this.machine.isPreserved(BigInt(pfn + p) << BigInt(PAGE_SHIFT))) {
-            throw new KernelPanicError(`${where}: range ${hex(phys)} is not preserved memory`, page);
-          }
+        if (!this.machine.isPreservedRange(phys, 1 << order)) {
+          throw new KernelPanicError(`${where}: range ${hex(phys)} is not preserved memory`, page);
         }
         if (keep.has(pfn)) throw new KernelPanicError(`${where}: range ${hex(phys)} listed twice`, page);
         keep.set(pfn, order);

@@ -345,6 +345,29 @@ export class Machine {
     return (this.#alloc.flags[Math.floor(off / PAGE_SIZE)]! & PG_PRESERVED) !== 0;
   }
 
+  /**
+   * True when all `pages` pages starting with the page containing `phys` are marked preserved
+   * (true for 0 pages).
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` for a bad page count; `EFAULT` when the pages leave RAM
+   */
+  isPreservedRange(phys: bigint, pages: number): boolean {
+    if (!Number.isSafeInteger(pages) || pages < 0) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `isPreservedRange at ${physName(phys)}: bad page count ${String(pages)}`,
+      );
+    }
+    const first = Math.floor(this.#offset(phys, 1, "isPreservedRange") / PAGE_SIZE);
+    if (first + pages > this.totalPages) {
+      throw new LiveUpdateError(
+        "EFAULT",
+        `isPreservedRange: ${pages} pages at ${hex(phys)} leave RAM [${hex(this.base)}, ${hex(this.end)})`,
+      );
+    }
+    return this.#alloc.countPreserved(first, pages) === pages;
+  }
+
   // ---------------------------------------------------------------- memory access
 
   /**
