@@ -48,8 +48,13 @@ export function encodeFixedString(value: string, size: number, what: string): Ui
 export function readFixedString(view: Uint8Array, offset: number, size: number): string | undefined {
   const end = view.indexOf(0, offset);
   if (end < 0 || end >= offset + size || end === offset) return undefined;
+  return decodeUtf8(view.subarray(offset, end));
+}
+
+/** Decodes `bytes` as UTF-8; `undefined` when they are not valid UTF-8. */
+export function decodeUtf8(bytes: Uint8Array): string | undefined {
   try {
-    return decoder.decode(view.subarray(offset, end));
+    return decoder.decode(bytes);
   } catch {
     return undefined;
   }

@@ -15,24 +15,29 @@
  * @module
  */
 import { LiveUpdateError } from "../errors.js";
+import { decodeUtf8, writeSessionName } from "../abi/index.js";
 import type { KernelFile, Process } from "../kernel/index.js";
 import type { LiveUpdate } from "./core.js";
 import type { Session } from "./session.js";
 
 /** ioctl type byte of live update (`LIVEUPDATE_IOCTL_TYPE`). */
 export const LIVEUPDATE_IOCTL_TYPE = 0xba;
+
+/** `_IO(LIVEUPDATE_IOCTL_TYPE, nr)`: no direction or size bits, as in the uapi header. */
+const io = (nr: number): number => (LIVEUPDATE_IOCTL_TYPE << 8) | nr;
+
 /** `LIVEUPDATE_IOCTL_CREATE_SESSION` = `_IO(0xBA, 0x00)`. */
-export const LIVEUPDATE_IOCTL_CREATE_SESSION = 0xba00;
+export const LIVEUPDATE_IOCTL_CREATE_SESSION = io(0x00);
 /** `LIVEUPDATE_IOCTL_RETRIEVE_SESSION` = `_IO(0xBA, 0x01)`. */
-export const LIVEUPDATE_IOCTL_RETRIEVE_SESSION = 0xba01;
+export const LIVEUPDATE_IOCTL_RETRIEVE_SESSION = io(0x01);
 /** `LIVEUPDATE_SESSION_PRESERVE_FD` = `_IO(0xBA, 0x40)`. */
-export const LIVEUPDATE_SESSION_PRESERVE_FD = 0xba40;
+export const LIVEUPDATE_SESSION_PRESERVE_FD = io(0x40);
 /** `LIVEUPDATE_SESSION_RETRIEVE_FD` = `_IO(0xBA, 0x41)`. */
-export const LIVEUPDATE_SESSION_RETRIEVE_FD = 0xba41;
+export const LIVEUPDATE_SESSION_RETRIEVE_FD = io(0x41);
 /** `LIVEUPDATE_SESSION_FINISH` = `_IO(0xBA, 0x42)`. */
-export const LIVEUPDATE_SESSION_FINISH = 0xba42;
+export const LIVEUPDATE_SESSION_FINISH = io(0x42);
 /** `LIVEUPDATE_SESSION_GET_NAME` = `_IO(0xBA, 0x43)`. */
-export const LIVEUPDATE_SESSION_GET_NAME = 0xba43;
+export const LIVEUPDATE_SESSION_GET_NAME = io(0x43);
 
 /** Byte sizes of the ioctl argument structs (all minimum sizes equal the full size). */
 export const LIVEUPDATE_STRUCT_SIZE = {
@@ -46,15 +51,18 @@ export const LIVEUPDATE_STRUCT_SIZE = {
   getName: 72,
 } as const;
 
-const decoder = new TextDecoder("utf-8", { fatal: true });
-const encoder = new TextEncoder();
-
 /** Reads `length` bytes of user memory at `offset`; `EFAULT` past the end. */
 function userBytes(arg: Uint8Array | undefined, offset: number, length: number): Uint8Array {
   if (!arg || offset + length > arg.length) {
     throw new LiveUpdateError("EFAULT", `ioctl argument: bad address (need ${offset + length} bytes)`);
   }
   return arg.subarray(offset, offset + length);
+}
+
+/** The struct's leading `u32 size` (user memory); `EFAULT` when unreadable. */
+function userSize(arg: Uint8Array | undefined): number {
+  const b = userBytes(arg, 0, 4);
+  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
 }
 
 /** The common envelope: size read, command check, size check, extensible copy-in. */
@@ -65,7 +73,7 @@ function copyIn(
   ksize: number,
   typeCheck?: () => void,
 ): Uint8Array {
-  const size = new DataView(userBytes(arg, 0, 4).slice().buffer).getUint32(0, true);
+  const size = userSize(arg);
   if (cmd !== expected) {
     throw new LiveUpdateError("ENOTTY", `ioctl 0x${cmd.toString(16)} is not 0x${expected.toString(16)}`);
   }
@@ -81,7 +89,7 @@ function copyIn(
 }
 
 function copyOut(arg: Uint8Array | undefined, kstruct: Uint8Array): void {
-  const size = new DataView(userBytes(arg, 0, 4).slice().buffer).getUint32(0, true);
+  const size = userSize(arg);
   userBytes(arg, 0, Math.min(size, kstruct.length)).set(kstruct.subarray(0, Math.min(size, kstruct.length)));
 }
 
@@ -92,12 +100,9 @@ function nameOf(k: Uint8Array, offset: number, validate: boolean): string | unde
   if (validate && (len === 0 || len === 64)) {
     throw new LiveUpdateError("EINVAL", `session name must be 1..63 bytes followed by NUL (got ${len})`);
   }
-  try {
-    return decoder.decode(field.subarray(0, len));
-  } catch {
-    if (validate) throw new LiveUpdateError("EINVAL", "session name is not valid UTF-8");
-    return undefined;
-  }
+  const name = decodeUtf8(field.subarray(0, len));
+  if (name === undefined && validate) throw new LiveUpdateError("EINVAL", "session name is not valid UTF-8");
+  return name;
 }
 
 /** Opens a session file for the caller (given by device.ts, which owns the file classes). */
@@ -117,7 +122,7 @@ export async function deviceIoctl(
   const nr = cmd & 0xff;
   if (nr > 0x01)
     throw new LiveUpdateError("EINVAL", `/dev/liveupdate has no ioctl number 0x${nr.toString(16)}`);
-  const k = copyIn(arg, cmd, 0xba00 + nr, LIVEUPDATE_STRUCT_SIZE.session);
+  const k = copyIn(arg, cmd, io(nr), LIVEUPDATE_STRUCT_SIZE.session);
   let session: Session;
   if (nr === 0x00) {
     session = await luo.createSession(nameOf(k, 8, true)!);
@@ -128,12 +133,13 @@ export async function deviceIoctl(
     session = await luo.retrieveSession(name);
   }
   const file = open(luo, session);
-  new DataView(k.buffer, k.byteOffset).setInt32(4, proc.installFile(file), true);
+  const fd = proc.installFile(file);
+  new DataView(k.buffer, k.byteOffset).setInt32(4, fd, true);
   try {
     copyOut(arg, k);
   } catch (e) {
     // The kernel drops the file (running its release) and gives the fd back.
-    proc.close(new DataView(k.buffer, k.byteOffset).getInt32(4, true));
+    proc.close(fd);
     throw e;
   }
   return 0;
@@ -168,7 +174,7 @@ export async function sessionIoctl(
     LIVEUPDATE_STRUCT_SIZE.finish,
     LIVEUPDATE_STRUCT_SIZE.getName,
   ][nr - 0x40]!;
-  const k = copyIn(arg, cmd, 0xba00 + nr, ksize, typeCheck);
+  const k = copyIn(arg, cmd, io(nr), ksize, typeCheck);
   const dv = new DataView(k.buffer, k.byteOffset, k.byteLength);
   switch (nr) {
     case 0x40:
@@ -194,7 +200,7 @@ export async function sessionIoctl(
         throw new LiveUpdateError("EINVAL", "GET_NAME: reserved field must be 0");
       const name = await luo.getName(session);
       k.fill(0, 8);
-      encoder.encodeInto(name, k.subarray(8, 8 + 63));
+      writeSessionName(k, 8, name);
       break;
     }
   }
