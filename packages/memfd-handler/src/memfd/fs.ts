@@ -47,10 +47,10 @@ export class MemfdFs {
 
   /**
    * Allocates one zeroed folio of `2^order` pages for `what`. `ENOMEM` when the machine has no
-   * free block of that order, `ESHUTDOWN` after the kernel went away.
+   * free block of that order. The caller checks {@link MemfdFs.assertActive} first, once per
+   * operation rather than once per folio (every inode operation that allocates does).
    */
   allocFolio(order: number, what: string): bigint {
-    this.assertActive();
     let phys: bigint;
     try {
       phys = this.machine.allocPages(order);

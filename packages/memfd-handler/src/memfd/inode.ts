@@ -124,26 +124,6 @@ export class MemfdInode {
     return this.#seals;
   }
 
-  /** True while the mapping is frozen for a live update (size and folios fixed). */
-  get frozen(): boolean {
-    return this.#frozen;
-  }
-
-  /** Whether the exec bits are set. */
-  get executable(): boolean {
-    return this.#executable;
-  }
-
-  /** Number of writable shared mappings. */
-  get writableMappings(): number {
-    return this.#writableMappings;
-  }
-
-  /** Number of folios held (allocated, including any past the end from `FALLOC_FL_KEEP_SIZE`). */
-  get folioCount(): number {
-    return this.#folios.size;
-  }
-
   /** Folios in file order. */
   folios(): MemfdFolio[] {
     return [...this.#folios.keys()]
@@ -190,15 +170,20 @@ export class MemfdInode {
     }
   }
 
-  /** Allocates every missing folio of `[start, end)`; on failure frees the ones it allocated. */
+  /**
+   * Allocates every missing folio of `[start, end)`; on failure frees the ones it allocated.
+   * Every caller has checked `fs.assertActive()` already (`ESHUTDOWN` comes from there).
+   */
   private populate(start: number, end: number): void {
     if (end <= start) return;
     const fb = this.folioBytes;
     const added: number[] = [];
+    let what: string | undefined;
     try {
       for (let n = Math.floor(start / fb), last = Math.ceil(end / fb); n < last; n++) {
         if (this.#folios.has(n)) continue;
-        this.#folios.set(n, this.fs.allocFolio(this.folioOrder, this.description));
+        what ??= this.description;
+        this.#folios.set(n, this.fs.allocFolio(this.folioOrder, what));
         added.push(n);
       }
     } catch (e) {
@@ -250,9 +235,19 @@ export class MemfdInode {
     }
     this.zeroRange(start, firstWhole * fb);
     this.zeroRange(lastWhole * fb, end);
-    for (const n of [...this.#folios.keys()]) {
-      if (n >= firstWhole && n < lastWhole) {
-        this.fs.freeFolio(this.#folios.get(n)!, this.folioOrder);
+    // Whichever is smaller: the folio numbers of the range, or the folios held.
+    if (lastWhole - firstWhole <= this.#folios.size) {
+      for (let n = firstWhole; n < lastWhole; n++) {
+        const phys = this.#folios.get(n);
+        if (phys === undefined) continue;
+        this.fs.freeFolio(phys, this.folioOrder);
+        this.#folios.delete(n);
+      }
+    } else {
+      // Deleting the current entry while iterating a Map is safe.
+      for (const [n, phys] of this.#folios) {
+        if (n < firstWhole || n >= lastWhole) continue;
+        this.fs.freeFolio(phys, this.folioOrder);
         this.#folios.delete(n);
       }
     }

@@ -47,11 +47,6 @@ export class MemfdMapping {
     this.#file = file.get();
   }
 
-  /** False after {@link MemfdMapping.unmap}. */
-  get mapped(): boolean {
-    return this.#file !== undefined;
-  }
-
   private target(offset: number, length: number, what: string): MemfdFile {
     const file = this.#file;
     if (!file) throw new LiveUpdateError("EFAULT", `${what} through an unmapped mapping`);
