@@ -1,9 +1,9 @@
-// Mutation fuzzing of the reader with a seeded PRNG (deterministic): blobs derived from valid
-// encoded trees by bit flips, byte sets, truncation, corruption of each header field, structure
-// and strings block words, splices, extension and pure garbage. Every decode must succeed or
-// throw FdtError; a success must yield a tree the writer accepts and that round-trips, mutants
-// that only add bytes must decode to the original tree, and libfdt must accept and read every
-// changed blob the reader accepts exactly as the reader does.
+// Mutation fuzzing of the reader with a seeded PRNG (helpers/rng.ts, deterministic): blobs
+// derived from valid encoded trees by bit flips, byte sets, truncation, corruption of each header
+// field, structure and strings block words, splices, extension and pure garbage. Every decode must
+// succeed or throw FdtError; a success must yield a tree the writer accepts and that round-trips,
+// mutants that only add bytes must decode to the original tree, and libfdt must accept and read
+// every changed blob the reader accepts exactly as the reader does.
 import { describe, expect, it } from "vitest";
 import { FdtError } from "../src/errors.js";
 import {
@@ -19,26 +19,13 @@ import {
   type FdtTree,
 } from "../src/fdt/index.js";
 import { FDT_HEADER_FIELD } from "../src/fdt/format.js";
+import { sameBytes } from "./fixtures/machine-helpers.js";
 import { assertExternalTools, flattenFdt, libfdtDump, sampleTrees } from "./helpers/external-fdt.js";
+import { Rng } from "./helpers/rng.js";
 
 const MUTANTS = 12_000;
 const SEED = 0x0fd7_2026;
 const DIFFERENTIAL_SAMPLE = 300;
-
-/** mulberry32: small, fast, deterministic. */
-function prng(seed: number): { u32(): number; below(n: number): number; pick<T>(xs: readonly T[]): T } {
-  let a = seed >>> 0;
-  const u32 = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-  const below = (n: number): number => (n <= 0 ? 0 : u32() % n);
-  return { u32, below, pick: (xs) => xs[below(xs.length)] as (typeof xs)[number] };
-}
-type Rng = ReturnType<typeof prng>;
 
 const FIELDS = Object.values(FDT_HEADER_FIELD);
 
@@ -48,7 +35,7 @@ const setBe32 = (b: Uint8Array, at: number, v: number): void =>
 
 function interesting(rng: Rng, b: Uint8Array, old: number): number {
   const len = b.length;
-  return rng.pick([
+  return rng.pickBelow([
     0,
     1,
     3,
@@ -74,7 +61,7 @@ function interesting(rng: Rng, b: Uint8Array, old: number): number {
     0x8000_0000,
     0xffff_fffc,
     0xffff_ffff,
-    be32(b, rng.pick(FIELDS)),
+    be32(b, rng.pickBelow(FIELDS)),
     rng.u32(),
     rng.below(len + 8),
   ]);
@@ -103,7 +90,7 @@ const MUTATORS: Record<string, Mutator> = {
   byteSet(rng, input) {
     const b = input.slice();
     for (let k = 1 + rng.below(4); k > 0; k--)
-      b[rng.below(b.length)] = rng.pick([0, 0xff, 1, 0x7f, 0x80, rng.below(256)]);
+      b[rng.below(b.length)] = rng.pickBelow([0, 0xff, 1, 0x7f, 0x80, rng.below(256)]);
     return b;
   },
   truncate(rng, input) {
@@ -111,7 +98,7 @@ const MUTATORS: Record<string, Mutator> = {
   },
   headerField(rng, input) {
     const b = input.slice();
-    const at = rng.pick(FIELDS);
+    const at = rng.pickBelow(FIELDS);
     setBe32(b, at, interesting(rng, b, be32(b, at)));
     return b;
   },
@@ -121,18 +108,18 @@ const MUTATORS: Record<string, Mutator> = {
     setBe32(
       b,
       at,
-      rng.pick([1, 2, 3, 4, 9, 0, 5, 8, 0xffff_ffff, rng.below(64), interesting(rng, b, be32(b, at))]),
+      rng.pickBelow([1, 2, 3, 4, 9, 0, 5, 8, 0xffff_ffff, rng.below(64), interesting(rng, b, be32(b, at))]),
     );
     return b;
   },
   stringsByte(rng, input, base) {
     const b = input.slice();
     if (peekFdtHeader(base).sizeDtStrings === 0) return b;
-    b[blockOffset(rng, base, "strings")] = rng.pick([0, 0x20, 0x40, 0x2f, 0xc3, 0xff, rng.below(256)]);
+    b[blockOffset(rng, base, "strings")] = rng.pickBelow([0, 0x20, 0x40, 0x2f, 0xc3, 0xff, rng.below(256)]);
     return b;
   },
   splice(rng, input, _base, bases) {
-    const other = rng.pick(bases);
+    const other = rng.pickBelow(bases);
     const from = rng.below(other.length);
     const chunk = other.subarray(from, from + 1 + rng.below(32));
     const b = input.slice();
@@ -157,7 +144,14 @@ const MUTATORS: Record<string, Mutator> = {
   combined(rng, input, base, bases) {
     let b = input;
     for (let k = 2 + rng.below(2); k > 0; k--) {
-      const name = rng.pick(["bitFlip", "byteSet", "headerField", "structWord", "stringsByte", "splice"]);
+      const name = rng.pickBelow([
+        "bitFlip",
+        "byteSet",
+        "headerField",
+        "structWord",
+        "stringsByte",
+        "splice",
+      ]);
       b = (MUTATORS[name] as Mutator)(rng, b, base, bases);
     }
     return b;
@@ -186,15 +180,12 @@ function baseTrees(): FdtTree[] {
   ];
 }
 
-const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
-  a.length === b.length && a.every((x, i) => x === b[i]);
-
 describe("fdt reader fuzz", () => {
   it(`survives ${MUTANTS} mutated blobs: success or FdtError, nothing else`, () => {
     assertExternalTools(); // the differential check below needs libfdt
     const trees = baseTrees();
     const bases = trees.map(encodeFdt);
-    const rng = prng(SEED);
+    const rng = new Rng(SEED);
     const names = Object.keys(MUTATORS);
     const stats: Record<string, { accepted: number; rejected: number }> = {};
     const failures: string[] = [];

@@ -20,7 +20,6 @@ import {
 import {
   AccessGuard,
   Mutator,
-  Rng,
   buildBase,
   craftMapChain,
   driveMutant,
@@ -33,6 +32,7 @@ import {
   type BaseSpec,
   type Outcome,
 } from "./helpers/handover-fuzz.js";
+import { Rng } from "./helpers/rng.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x4c554f);
 const SCALE = Number(process.env.FUZZ_MUTANTS ?? 12_000) / 12_000;

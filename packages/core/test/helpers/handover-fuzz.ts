@@ -32,46 +32,7 @@ import {
   type MemorySize,
 } from "@luo/core";
 import { createTestFile, testHandlerPlugin, type TestPlugin } from "@luo/core/testing";
-
-// ---------------------------------------------------------------------------------- PRNG
-
-/** A small deterministic PRNG (mulberry32): the same seed gives the same mutants everywhere. */
-export class Rng {
-  private state: number;
-
-  constructor(seed: number) {
-    this.state = seed >>> 0 || 1;
-  }
-
-  /** Uniform u32. */
-  u32(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-
-  /** Uniform integer in [0, n). */
-  int(n: number): number {
-    return Math.floor((this.u32() / 0x1_0000_0000) * n);
-  }
-
-  /** Uniform u64. */
-  u64(): bigint {
-    return (BigInt(this.u32()) << 32n) | BigInt(this.u32());
-  }
-
-  /** A uniformly chosen element. */
-  pick<T>(list: readonly T[]): T {
-    if (list.length === 0) throw new Error("pick from an empty list");
-    return list[this.int(list.length)]!;
-  }
-
-  /** True with probability p. */
-  chance(p: number): boolean {
-    return this.u32() / 0x1_0000_0000 < p;
-  }
-}
+import { Rng } from "./rng.js";
 
 // ---------------------------------------------------------------------------------- FDT layout
 
