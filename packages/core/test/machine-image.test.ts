@@ -80,6 +80,16 @@ async function expectImageError(path: string, match?: RegExp): Promise<MachineIm
   return err as MachineImageError;
 }
 
+describe("crc32", () => {
+  it("matches the IEEE CRC-32 check values, also incrementally", () => {
+    const enc = new TextEncoder();
+    expect(crc32(new Uint8Array(0))).toBe(0);
+    expect(crc32(enc.encode("123456789"))).toBe(0xcbf43926);
+    expect(crc32(enc.encode("56789"), crc32(enc.encode("1234")))).toBe(0xcbf43926);
+    expect(crc32(enc.encode("The quick brown fox jumps over the lazy dog"))).toBe(0x414fa339);
+  });
+});
+
 describe("machine image save/load", () => {
   it("round-trips allocated pages, orders, preserved marks, base, size and KHO root", async () => {
     const m = sampleMachine();
