@@ -109,7 +109,10 @@ export function formatHandoverReport(r: HandoverReport): string {
   return lines.join("\n");
 }
 
-/** The report as JSON-safe data (bigints as decimal strings, blobs omitted). */
+/**
+ * The report as JSON-safe data, blobs omitted: addresses (`khoRoot`, file and FLB `data`) as
+ * `0x` hex strings, the other bigints (`liveupdateNumber`, tokens, FLB counts) as decimal strings.
+ */
 export function handoverReportJson(r: HandoverReport): unknown {
   return {
     khoRoot: hex(r.khoRoot),

@@ -17,7 +17,7 @@ export const MAP_HEADER_SIZE = 16;
 export const MAP_ENTRY_SIZE = 16;
 /** Entries per map page: (4096 − 16) / 16 = 255. */
 export const MAP_ENTRIES_PER_PAGE = (PAGE_SIZE - MAP_HEADER_SIZE) / MAP_ENTRY_SIZE;
-/** Upper bound of map pages and of the root FDT size accepted on restore. */
+/** Most preserved-memory map pages accepted on restore (a longer chain is a kernel panic). */
 export const KHO_MAX_MAP_PAGES = 10000;
 /** Largest root FDT accepted on restore. */
 export const KHO_MAX_ROOT_SIZE = 1 << 21;
