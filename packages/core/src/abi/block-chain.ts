@@ -3,9 +3,14 @@
  *
  * The chain is grown while sessions/files are added ({@link BlockChain.grow}) and shrunk when they
  * go ({@link BlockChain.shrink}); entries are written as they are added
- * ({@link BlockChain.writeEntry}), so the reboot path only sets the block counts
- * ({@link BlockChain.setCounts}). Blocks are linked through their `next` field at growth time. Invariant kept by callers: blocks = ⌈entries / perBlock⌉, so an
- * outgoing chain never carries an empty block (the kernel's Q5 bug). Errors: `ENOSPC` beyond
+ * ({@link BlockChain.writeEntry}), zeroed when removed ({@link BlockChain.zeroEntry}) and moved
+ * down to close holes ({@link BlockChain.moveEntry}). The reboot path sets the block counts
+ * ({@link BlockChain.setCounts}) and writes only what changed since the entries were added: the
+ * session records' seal slides records over holes and writes `files`/`nfiles` of the sessions
+ * that have files, and a file set's freeze rewrites the records whose data `freeze` changed.
+ * Blocks are linked through their `next` field at growth time. Invariant kept by callers:
+ * blocks = ⌈entries / perBlock⌉, so an outgoing chain never carries an empty block (the kernel's
+ * Q5 bug). Errors: `ENOSPC` beyond
  * {@link LUO_MAX_BLOCKS}, `ENOMEM` when pages run out; a failed grow removes the blocks it added.
  *
  * @module
@@ -15,7 +20,10 @@ import { PAGE_SIZE } from "../machine/index.js";
 import type { Kho, PreservedBlock } from "../kho/index.js";
 import { BLOCK_HEADER_SIZE, LUO_MAX_BLOCKS, type BlockGeometry } from "./layout.js";
 
-/** Writes entry `index` into `view` at byte `offset` (the entry's space is zero on entry). */
+/**
+ * Writes entry `index` into `view` at byte `offset`. The entry's space holds what was written
+ * there before (zero for a new entry), so a writer may update single fields.
+ */
 export type EntryWriter = (view: DataView, bytes: Uint8Array, offset: number, index: number) => void;
 
 /** A chain of preserved blocks owned by the outgoing kernel. */
@@ -91,7 +99,8 @@ export class BlockChain {
 
   /**
    * Writes entry `index` in place (the chain must already hold it). Callers write each record
-   * when it is added, so the reboot path only has to set the counts ({@link BlockChain.setCounts}).
+   * when it is added; at reboot only the fields that changed since are written (a session's
+   * `files`/`nfiles`, a file whose `freeze` changed its data) before {@link BlockChain.setCounts}.
    */
   writeEntry(index: number, write: EntryWriter): void {
     const { perBlock, entrySize } = this.geometry;

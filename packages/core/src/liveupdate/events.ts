@@ -4,7 +4,9 @@
  * Every event carries `time` (milliseconds since the epoch, sub-millisecond precision) and the
  * kernel's live-update number. Listeners must be synchronous (an emitter cannot await them); a
  * throwing listener is isolated and reported as a `warning` so it cannot break the orchestrator.
- * Payload objects are built only when someone listens, so the hot paths stay cheap.
+ * {@link LiveUpdateEvents.emitEvent} returns at once when nobody listens (no timestamp, no copy).
+ * The per-file call sites also test {@link LiveUpdateEvents.listening} first, so they do not even
+ * build the payload; the session, FLB and reboot events (rarer) build theirs unconditionally.
  *
  * @module
  */

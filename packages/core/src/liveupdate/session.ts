@@ -19,7 +19,10 @@ import { FileSet } from "./file.js";
 import { LevelMutex, LevelRwLock, LockLevel } from "./locks.js";
 import type { LuoServices } from "./services.js";
 
-/** Incoming session states (outgoing sessions are always `live` until closed). */
+/**
+ * Session states. Both kinds go `live` → `closing` (fd released) → `closed`; only incoming sessions
+ * can be `finished` (FINISH, before the close) or `stuck` (a close whose implicit FINISH was vetoed).
+ */
 export type SessionState = "live" | "finished" | "stuck" | "closing" | "closed";
 
 /** One session. */
