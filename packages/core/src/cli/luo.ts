@@ -13,7 +13,6 @@
  *
  * @module
  */
-import "reflect-metadata";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Machine } from "../machine/index.js";
