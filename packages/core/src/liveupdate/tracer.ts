@@ -80,23 +80,17 @@ export class LiveUpdateTracer {
       args: { name: label },
     });
     for (const name of LIVE_UPDATE_EVENT_NAMES) {
+      // Fixed per event name: worked out once here, not on every event.
+      const cat = name.split(":")[0]!;
+      const ph =
+        name === "reboot:started" ? "B" : name === "reboot:done" || name === "reboot:failed" ? "E" : "i";
       const listener = (e: LiveUpdateEventPayloads[typeof name] & EventBase): void => {
         const ts = Math.round(e.time * 1000);
         const args = toArgs(e);
-        const cat = name.split(":")[0]!;
-        if (name === "reboot:started")
-          this.events.push({ name: "reboot", cat, ph: "B", ts, pid, tid: 1, args });
-        else if (name === "reboot:done" || name === "reboot:failed") {
-          this.events.push({
-            name: "reboot",
-            cat,
-            ph: "E",
-            ts,
-            pid,
-            tid: 1,
-            args: { ...args, outcome: name },
-          });
-        } else this.events.push({ name, cat, ph: "i", s: "p", ts, pid, tid: 1, args });
+        if (ph === "B") this.events.push({ name: "reboot", cat, ph, ts, pid, tid: 1, args });
+        else if (ph === "E") {
+          this.events.push({ name: "reboot", cat, ph, ts, pid, tid: 1, args: { ...args, outcome: name } });
+        } else this.events.push({ name, cat, ph, s: "p", ts, pid, tid: 1, args });
       };
       emitter.on(name, listener);
       this.detach.push(() => emitter.off(name, listener));
