@@ -33,14 +33,12 @@ import {
 } from "@luo/core";
 import { TEST_FLB_MAGIC, TestControl, createTestFile, type TestOp } from "@luo/core/testing";
 import { faultPlugin, fmtCall, type FaultPlugin } from "./helpers/faults.js";
-import { dec, enc } from "./helpers/luo.js";
+import { TEST_BLOCK_PAGES as BLOCK_PAGES, dec, enc } from "./helpers/luo.js";
 
 const SESSIONS = 3;
 const FILES = 4;
 const FLBS = 2;
 const MEMORY = "16 MiB";
-/** Pages of one test-handler block (16 KiB), preserved per file. */
-const BLOCK_PAGES = 4;
 
 const sname = (s: number) => `S${s}`;
 const tok = (s: number, f: number) => BigInt(10 * s + f + 1);

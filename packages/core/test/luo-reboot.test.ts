@@ -6,7 +6,7 @@
 // missing, empty sessions, three and four boots with the live-update number, and the event stream.
 import { describe, expect, it } from "vitest";
 import { join } from "node:path";
-import { Machine, type Kernel } from "@luo/core";
+import { FILE_BLOCKS, Machine, type Kernel } from "@luo/core";
 import { TestFile, createTestFile, testHandlerPlugin } from "@luo/core/testing";
 import {
   GateFile,
@@ -20,6 +20,7 @@ import {
   preservedPages,
   recordEvents,
   rejects,
+  TEST_BLOCK_PAGES,
 } from "./helpers/luo.js";
 
 /** Sessions A (tokens 1,2,3), B (4,5,6), C (7,8); file content "file <token>". */
@@ -287,7 +288,8 @@ describe("boot", () => {
     await keep.close();
     const out = await b2.dev.createSession("keep");
     await out.preserveFd(kfd, 3);
-    expect(b2.kernel.incoming!.unrestoredPages).toBeGreaterThan(0); // "never" still holds its pages
+    // "never" still holds its pages: its file's block and its file block (records).
+    expect(b2.kernel.incoming!.unrestoredPages).toBe(TEST_BLOCK_PAGES + FILE_BLOCKS.pages);
 
     const b3 = await kexecOpen(b2.kernel);
     expect(b3.kernel.liveupdate.liveupdateNumber).toBe(2n);

@@ -12,6 +12,7 @@ import {
   KernelFile,
   LiveUpdateError,
   Machine,
+  PAGE_SIZE,
   defineFileHandler,
   definePlugin,
   type ErrnoCode,
@@ -124,6 +125,9 @@ export async function kexec(kernel: Kernel, plugins?: readonly Plugin[]): Promis
 export function callsSince(control: TestControl, mark: number): string[] {
   return control.log.slice(mark).map((x) => `${x.op}:${x.key}${x.failed ? "!" : ""}`);
 }
+
+/** Pages of one test-handler block (16 KiB), which the test handler preserves per file. */
+export const TEST_BLOCK_PAGES = (16 * 1024) / PAGE_SIZE;
 
 /** Preserved pages of the machine right now. */
 export const preservedPages = (m: Machine): number => m.stats().preservedPages;
