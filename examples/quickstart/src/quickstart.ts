@@ -97,8 +97,13 @@ export interface QuickstartResult {
   readonly pagesCopied: number;
   /** From `reboot:started` in the old kernel to the first successful retrieve in the new one. */
   readonly blackoutMs: number;
-  /** The handover as `luo inspect` shows it. */
+  /**
+   * The handover: as `luo inspect` shows it when an image was saved; otherwise only its KHO
+   * summary, sessions and files as the new kernel received them (`flbs` and `blobs` empty).
+   */
   readonly handover: HandoverReport;
+  /** What {@link QuickstartResult.handover} holds: the full `luo inspect` report, or only sessions and files. */
+  readonly handoverScope: "inspect" | "sessions and files";
   /** The memfd records of the handover. */
   readonly records: readonly RecordSummary[];
   /** The machine image, when one was saved. */
@@ -124,6 +129,16 @@ const MiB = 1024 * KiB;
 /** `1234567` → `1,234,567` (without Intl, whose first use costs milliseconds inside a timed step). */
 export function thousands(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+/** The errno `fn` throws (any other error as text), or `undefined` when it returns. */
+function errnoOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return isLiveUpdateError(e) ? e.code : String(e);
+  }
+  return undefined;
 }
 
 function same(a: Uint8Array, b: Uint8Array): boolean {
@@ -221,12 +236,7 @@ export async function runQuickstart(options: QuickstartOptions = {}): Promise<Qu
   // While preserved the size is frozen: a write past the end is refused, the size stays.
   {
     const log = planned[4]!;
-    let code: string | undefined;
-    try {
-      p.pwrite(log.fd, enc("more"), log.data.length);
-    } catch (e) {
-      code = isLiveUpdateError(e) ? e.code : String(e);
-    }
+    const code = errnoOf(() => p.pwrite(log.fd, enc("more"), log.data.length));
     check(
       "while preserved, a write past the end is EPERM and the size stays",
       code === "EPERM" && memfdFile(p, log.fd).size() === log.data.length,
@@ -259,12 +269,7 @@ export async function runQuickstart(options: QuickstartOptions = {}): Promise<Qu
   k2.liveupdate.events.on("file:retrieved", (e) => (firstRetrieve ||= e.time));
 
   {
-    let code: string | undefined;
-    try {
-      p.pread(planned[4]!.fd, 1, 0);
-    } catch (e) {
-      code = isLiveUpdateError(e) ? e.code : String(e);
-    }
+    const code = errnoOf(() => p.pread(planned[4]!.fd, 1, 0));
     check(
       "kernel#1 is halted: its syscalls fail with ESHUTDOWN",
       code === "ESHUTDOWN",
@@ -282,8 +287,11 @@ export async function runQuickstart(options: QuickstartOptions = {}): Promise<Qu
   });
   const blackoutMs = firstRetrieve - rebootStarted;
 
-  // The handover as `luo inspect` shows it: from (a second copy of) the image, or as the new
-  // kernel received it. Inspecting rebuilds the copy's allocator, so never boot that copy.
+  // The handover as `luo inspect` shows it: from (a second copy of) the image. Inspecting
+  // rebuilds the copy's allocator, so never boot that copy. In-process there is no image to
+  // inspect: only the sessions and files the new kernel received are filled in (core exposes no
+  // read-only list of the FLBs it received; the raw blobs are not kept), and the report labels
+  // that view as such (`handoverScope`).
   let inspected: { report: HandoverReport; machine: Machine } | undefined;
   if (image !== undefined) {
     const copy = await Machine.load(image);
@@ -367,6 +375,7 @@ export async function runQuickstart(options: QuickstartOptions = {}): Promise<Qu
     pagesCopied,
     blackoutMs,
     handover,
+    handoverScope: inspected ? "inspect" : "sessions and files",
     records,
     image: options.saveImage,
   };

@@ -1,12 +1,12 @@
 /**
  * The quickstart's printed report: the timed steps, the handover totals (sessions, files, bytes,
- * pages handed over, pages copied, blackout), the handover as `luo inspect` prints it plus the
- * memfd records, and the checks.
+ * pages handed over, pages copied, blackout), the handover as `luo inspect` prints it (or, without
+ * an image, its sessions and files) plus the memfd records, and the checks.
  *
  * @module
  */
 import { PAGE_SIZE, formatHandoverReport } from "@luo/core";
-import { KHO_VMALLOC_CHUNK_ENTRIES, formatSeals } from "@luo/memfd-handler";
+import { formatSeals } from "@luo/memfd-handler";
 import { thousands as num, type QuickstartResult } from "./quickstart.js";
 
 const ms = (v: number): string => `${v.toFixed(2)} ms`;
@@ -16,6 +16,23 @@ const indent = (text: string, by = "  "): string =>
     .split("\n")
     .map((l) => by + l)
     .join("\n");
+
+/**
+ * The handover section: the `luo inspect` text of the image, or — in-process, where only the
+ * sessions and files are known — that text without its FLB section, under a title that says so.
+ */
+function handoverView(r: QuickstartResult): string[] {
+  if (r.handoverScope === "inspect") {
+    return [`luo inspect ${r.image ?? ""}`.trimEnd(), indent(formatHandoverReport(r.handover))];
+  }
+  const text = formatHandoverReport(r.handover)
+    .split("\n")
+    .filter((l) => !l.startsWith("FLBs:"));
+  return [
+    "handover as kernel#2 received it: sessions and files (not the full luo inspect output; use --save-image for that)",
+    indent(text.join("\n")),
+  ];
+}
 
 /** Renders the report; the last line says whether every check passed. */
 export function formatQuickstartReport(r: QuickstartResult): string {
@@ -35,13 +52,12 @@ export function formatQuickstartReport(r: QuickstartResult): string {
     `  pages copied         ${r.pagesCopied} of ${num(r.memfdPages)} (physical page addresses compared before and after)`,
     `  blackout             ${ms(r.blackoutMs)} (reboot:started → first successful retrieve${r.image === undefined ? "" : ", including the image write and load"})`,
     "",
-    r.image === undefined ? "luo inspect (the handover as kernel#2 received it)" : `luo inspect ${r.image}`,
-    indent(formatHandoverReport(r.handover)),
+    ...handoverView(r),
     "  memfd records (memfd_luo_ser, 48 bytes each; 16-byte folio records in preserved pages)",
     ...r.records.map((rec) => {
       const h = rec.handover;
       const arrayPages = h.area?.pages.length ?? 0;
-      const chunks = h.area ? Math.ceil(arrayPages / KHO_VMALLOC_CHUNK_ENTRIES) : 0;
+      const chunks = h.area?.chunks.length ?? 0;
       return (
         `    ${rec.session}/${rec.token} at ${hex(h.ser)}: size ${num(Number(h.record.size))}, ` +
         `pos ${h.record.pos}, seals ${formatSeals(h.record.seals)}, ${h.record.nrFolios} folio(s)` +

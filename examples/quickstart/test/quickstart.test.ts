@@ -22,6 +22,11 @@ describe("quickstart", () => {
     const text = formatQuickstartReport(r);
     expect(text).toContain("pages copied         0 of 322");
     expect(text).toContain('session "vm-0": 3 file(s)');
+    // In-process only the sessions and files are known: the view says so and shows no FLB section.
+    expect(r.handoverScope).toBe("sessions and files");
+    expect(text).toContain("handover as kernel#2 received it: sessions and files");
+    expect(text).not.toContain("FLBs:");
+    expect(text).toContain("256 folio(s) listed in 1 page(s) + 1 chunk page(s)");
     expect(text.trimEnd().endsWith("live update OK")).toBe(true);
   });
 
@@ -34,6 +39,8 @@ describe("quickstart", () => {
       expect((await stat(image)).size).toBeGreaterThan(1024 * 1024);
       expect(r.handover.sessions.map((s) => s.name)).toEqual(["vm-0", "vm-1"]);
       expect(formatQuickstartReport(r)).toContain(`luo inspect ${image}`);
+      expect(r.handoverScope).toBe("inspect");
+      expect(formatQuickstartReport(r)).toContain("FLBs: 0");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
