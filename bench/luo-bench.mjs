@@ -5,7 +5,9 @@
 // serialization with a plain copy of the same handover bytes, and writes
 // bench/results/latest.json. Handlers here do no work of their own so the core is what is timed.
 // Usage: node bench/luo-bench.mjs [--full] [--quick]   (--full adds the 1M-file run and writes
-// bench/results/full-1m.json instead)
+// bench/results/full-1m.json instead; --quick runs only n = 1000 and 10000 and writes
+// bench/results/quick.json, a scratch file not meant to be committed, so it never replaces the
+// recorded latest.json or full-1m.json)
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
@@ -195,7 +197,8 @@ console.log(
   `heap per session beyond the handover: ${result.memoryPerSessionBytes} B (target ≤ 1024); peak RSS ${result.peakRssMiB} MiB`,
 );
 mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
-// The 1M-file run keeps its own file so `pnpm bench` results stay comparable run to run.
-const out = args.has("--full") ? "full-1m.json" : "latest.json";
+// The 1M-file run keeps its own file so `pnpm bench` results stay comparable run to run; a quick
+// run (smaller sizes, whatever else is given) never overwrites either.
+const out = quick ? "quick.json" : args.has("--full") ? "full-1m.json" : "latest.json";
 writeFileSync(new URL(`./results/${out}`, import.meta.url), JSON.stringify(result, null, 2) + "\n");
 console.log(`wrote bench/results/${out}`);
