@@ -11,10 +11,11 @@ import { join } from "node:path";
 import fc from "fast-check";
 import type { FdtNode, FdtTree } from "../../src/fdt/index.js";
 import { fdtString, fdtStringList, fdtU32, fdtU64 } from "../../src/fdt/index.js";
+import { INSTALL_COMMAND, SYSTEM_PYTHON, missingFdtTools } from "../../../../scripts/fdt-tools.mjs";
 
-/** Debian's interpreter: python3-libfdt is installed for it, not for a pyenv python3 on PATH. */
-export const SYSTEM_PYTHON = "/usr/bin/python3";
-export const INSTALL_COMMAND = "apt-get update && apt-get install -y device-tree-compiler python3-libfdt";
+// The tool probes, the interpreter path and the install command come from scripts/fdt-tools.mjs,
+// which scripts/ensure-tools.mjs uses too.
+export { INSTALL_COMMAND, SYSTEM_PYTHON };
 
 // ---------------------------------------------------------------------------------------------
 // Canonical flattened form
@@ -133,12 +134,7 @@ export function sampleTrees(count: number, seed: number): FdtTree[] {
 
 /** Throws (failing the test) with the install command when dtc or python3-libfdt is missing. */
 export function assertExternalTools(): void {
-  const dtc = spawnSync("dtc", ["--version"], { encoding: "utf8" });
-  const py = spawnSync(SYSTEM_PYTHON, ["-c", "import libfdt"], { encoding: "utf8" });
-  const missing = [
-    ...(dtc.status === 0 ? [] : ["dtc (device-tree-compiler)"]),
-    ...(py.status === 0 ? [] : [`libfdt for ${SYSTEM_PYTHON} (python3-libfdt)`]),
-  ];
+  const missing = missingFdtTools();
   if (missing.length > 0) {
     throw new Error(`FDT tests need ${missing.join(" and ")}. Install them: ${INSTALL_COMMAND}`);
   }
