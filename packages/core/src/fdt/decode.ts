@@ -11,6 +11,7 @@
 import { FdtError } from "../errors.js";
 import {
   align4,
+  childPath,
   FDT_BEGIN_NODE,
   FDT_END,
   FDT_END_NODE,
@@ -195,7 +196,7 @@ class StructReader {
             if (stack.length > FDT_MAX_DEPTH) {
               throw new FdtError(`nodes nested deeper than ${FDT_MAX_DEPTH}`, at);
             }
-            path = parent.path === "/" ? `/${name}` : `${parent.path}/${name}`;
+            path = childPath(parent.path, name);
           }
           pos = pos + align4(nul + 1 - pos);
           if (pos > this.struct.end)

@@ -21,16 +21,12 @@ import {
   FDT_PROP,
   FDT_RESERVE_ENTRY_SIZE,
   FDT_VERSION,
+  U32_MAX,
+  U64_MAX,
+  childPath,
 } from "./format.js";
 import { isValidFdtNodeName, isValidFdtPropertyName } from "./names.js";
 import type { FdtNode, FdtTree } from "./types.js";
-
-const U32_MAX = 0xffff_ffff;
-const U64_MAX = (1n << 64n) - 1n;
-
-function childPath(parent: string, name: string): string {
-  return parent === "/" ? `/${name}` : `${parent}/${name}`;
-}
 
 /** First pass: validates the tree, sizes the structure block and assigns string offsets. */
 class Layout {

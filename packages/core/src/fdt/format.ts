@@ -18,6 +18,12 @@ export const FDT_LAST_COMP_VERSION = 16;
 /** Size in bytes of a version-17 header (ten big-endian u32 fields). */
 export const FDT_HEADER_SIZE = 40;
 
+/** Largest u32 cell value. */
+export const U32_MAX = 0xffff_ffff;
+
+/** Largest u64 value. */
+export const U64_MAX = (1n << 64n) - 1n;
+
 /**
  * Deepest nesting accepted by the writer and the reader: the root is at depth 0, its children at
  * depth 1, and no node may sit deeper than this.
@@ -58,4 +64,9 @@ export const FDT_HEADER_FIELD = {
 /** Rounds a non-negative byte count up to a multiple of 4 (structure-block alignment). */
 export function align4(n: number): number {
   return n + ((4 - (n % 4)) % 4);
+}
+
+/** Path of the child `name` of the node at `parent` (`/` is the root). */
+export function childPath(parent: string, name: string): string {
+  return parent === "/" ? `/${name}` : `${parent}/${name}`;
 }

@@ -8,13 +8,12 @@
  * @module
  */
 import { FdtError } from "../errors.js";
+import { U32_MAX, U64_MAX } from "./format.js";
 
 const utf8Encoder = new TextEncoder();
 // fatal: invalid UTF-8 is an error, not U+FFFD; ignoreBOM: a leading U+FEFF is kept, not eaten.
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-const U32_MAX = 0xffff_ffff;
-const U64_MAX = (1n << 64n) - 1n;
 
 function encodeText(s: string, what: string): Uint8Array {
   if (typeof s !== "string") throw new FdtError(`${what}: not a string`);

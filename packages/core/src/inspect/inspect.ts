@@ -10,9 +10,10 @@
  * @module
  */
 import { LiveUpdateError } from "../errors.js";
-import { peekFdtHeader } from "../fdt/index.js";
+import { FDT_HEADER_SIZE, peekFdtHeader } from "../fdt/index.js";
 import { KhoIncoming } from "../kho/index.js";
 import { LUO_KHO_NAME, readLuoHandover } from "../abi/index.js";
+import { hex } from "../machine/hex.js";
 import type { Machine } from "../machine/index.js";
 
 /** One file of an inspected session. */
@@ -62,7 +63,7 @@ export interface HandoverReport {
 }
 
 function blobAt(machine: Machine, phys: bigint): Uint8Array {
-  const size = peekFdtHeader(machine.peek(phys, 40)).totalSize;
+  const size = peekFdtHeader(machine.peek(phys, FDT_HEADER_SIZE)).totalSize;
   return machine.peek(phys, size).slice();
 }
 
@@ -89,8 +90,6 @@ export function inspectHandover(machine: Machine): HandoverReport {
     blobs,
   };
 }
-
-const hex = (v: bigint): string => `0x${v.toString(16)}`;
 
 /** Renders a report as the text `luo inspect` prints. */
 export function formatHandoverReport(r: HandoverReport): string {

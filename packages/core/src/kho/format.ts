@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { PAGE_SIZE } from "../machine/index.js";
+import { PAGE_SHIFT, PAGE_SIZE } from "../machine/index.js";
 
 /** Root compatible string. */
 export const KHO_COMPATIBLE = "kho-v1";
@@ -21,3 +21,8 @@ export const MAP_ENTRIES_PER_PAGE = (PAGE_SIZE - MAP_HEADER_SIZE) / MAP_ENTRY_SI
 export const KHO_MAX_MAP_PAGES = 10000;
 /** Largest root FDT accepted on restore. */
 export const KHO_MAX_ROOT_SIZE = 1 << 21;
+
+/** Page frame number of the page containing `phys` (internal: not re-exported). */
+export function pfnOf(phys: bigint): number {
+  return Number(phys >> BigInt(PAGE_SHIFT));
+}

@@ -12,7 +12,15 @@
  * @module
  */
 import { FdtError, KernelPanicError, LiveUpdateError } from "../errors.js";
-import { decodeFdt, getProp, readFdtString, readFdtU64, peekFdtHeader } from "../fdt/index.js";
+import {
+  decodeFdt,
+  FDT_HEADER_SIZE,
+  getProp,
+  readFdtString,
+  readFdtU64,
+  peekFdtHeader,
+} from "../fdt/index.js";
+import { hex } from "../machine/hex.js";
 import { MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, type Machine } from "../machine/index.js";
 import {
   KHO_COMPATIBLE,
@@ -21,9 +29,8 @@ import {
   MAP_ENTRIES_PER_PAGE,
   MAP_ENTRY_SIZE,
   MAP_HEADER_SIZE,
+  pfnOf,
 } from "./format.js";
-
-const hex = (p: bigint): string => `0x${p.toString(16)}`;
 
 /** One preserved range handed over by the previous kernel. */
 interface IncomingRange {
@@ -55,10 +62,6 @@ export class KhoIncoming {
     return kho;
   }
 
-  private pfn(phys: bigint): number {
-    return Number(phys >> BigInt(PAGE_SHIFT));
-  }
-
   /** Reads bytes of the old kernel's memory during early boot; every page must be preserved. */
   private bootRead(phys: bigint, length: number, what: string): Uint8Array {
     const m = this.machine;
@@ -76,7 +79,7 @@ export class KhoIncoming {
     const root = this.root;
     if (root % BigInt(PAGE_SIZE) !== 0n)
       throw new KernelPanicError(`KHO root ${hex(root)} is not page aligned`, root);
-    const head = this.bootRead(root, 40, "KHO root FDT header");
+    const head = this.bootRead(root, FDT_HEADER_SIZE, "KHO root FDT header");
     let total: number;
     try {
       total = peekFdtHeader(head).totalSize;
@@ -101,7 +104,7 @@ export class KhoIncoming {
       throw new KernelPanicError(`KHO root at ${hex(root)}: ${(e as Error).message}`, root, { cause: e });
     }
     const keep = this.readMap(mapHead);
-    const rootOrder = keep.get(this.pfn(root));
+    const rootOrder = keep.get(pfnOf(root));
     if (rootOrder === undefined || PAGE_SIZE << rootOrder < total) {
       throw new KernelPanicError(`KHO root at ${hex(root)} is not covered by the preserved-memory map`, root);
     }
@@ -122,7 +125,7 @@ export class KhoIncoming {
   private readMap(head: bigint): Map<number, number> {
     const keep = new Map<number, number>();
     const seen = new Set<bigint>();
-    const ramStart = this.pfn(this.machine.base);
+    const ramStart = pfnOf(this.machine.base);
     const ramEnd = ramStart + this.machine.memoryBytes / PAGE_SIZE;
     for (let page = head, index = 0; page !== 0n; index++) {
       if (index >= KHO_MAX_MAP_PAGES) {
@@ -158,7 +161,7 @@ export class KhoIncoming {
         if (order > MAX_ORDER || dv.getUint32(off + 12, true) !== 0) {
           throw new KernelPanicError(`${where}: bad order ${order} or reserved field`, page);
         }
-        const pfn = Number(phys >> BigInt(PAGE_SHIFT));
+        const pfn = pfnOf(phys);
         if (phys % BigInt(PAGE_SIZE << order) !== 0n || pfn < ramStart || pfn + (1 << order) > ramEnd) {
           throw new KernelPanicError(
             `${where}: range ${hex(phys)} order ${order} is misaligned or outside RAM`,
@@ -176,7 +179,7 @@ export class KhoIncoming {
     }
     // The map must list its own pages (as order-0 ranges), wherever they sort.
     this.mapPages.forEach((page, index) => {
-      if (keep.get(this.pfn(page)) !== 0) {
+      if (keep.get(pfnOf(page)) !== 0) {
         throw new KernelPanicError(
           `preserved-memory map page ${index} at ${hex(page)} is not listed in the map`,
           page,
@@ -214,14 +217,14 @@ export class KhoIncoming {
    */
   covers(phys: bigint, length: number, allowRestored = false): boolean {
     if (phys % BigInt(PAGE_SIZE) !== 0n) return false;
-    const r = this.ranges.get(this.pfn(phys));
+    const r = this.ranges.get(pfnOf(phys));
     if (!r || (r.restored && !allowRestored)) return false;
     return length <= PAGE_SIZE << r.order;
   }
 
   /** Order of the handed-over range starting at `phys`, if any. */
   orderOf(phys: bigint): number | undefined {
-    return phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(this.pfn(phys))?.order : undefined;
+    return phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(pfnOf(phys))?.order : undefined;
   }
 
   /**
@@ -229,7 +232,7 @@ export class KhoIncoming {
    * view. `EINVAL` if `phys` was not handed over (or was restored already), or the order differs.
    */
   restore(phys: bigint, order?: number): { order: number; view: Uint8Array } {
-    const r = phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(this.pfn(phys)) : undefined;
+    const r = phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(pfnOf(phys)) : undefined;
     if (!r || r.restored) {
       throw new LiveUpdateError(
         "EINVAL",
@@ -247,7 +250,7 @@ export class KhoIncoming {
   /** Restores and immediately frees a handed-over folio. Errors as {@link KhoIncoming.restore}. */
   restoreFree(phys: bigint): void {
     const { order } = this.restore(phys);
-    this.ranges.delete(this.pfn(phys));
+    this.ranges.delete(pfnOf(phys));
     this.machine.freePages(phys, order);
   }
 

@@ -3,6 +3,13 @@
  *
  * @module
  */
-export * from "./format.js";
+export {
+  KHO_COMPATIBLE,
+  KHO_MAX_MAP_PAGES,
+  KHO_MAX_ROOT_SIZE,
+  MAP_ENTRIES_PER_PAGE,
+  MAP_ENTRY_SIZE,
+  MAP_HEADER_SIZE,
+} from "./format.js";
 export * from "./kho.js";
 export * from "./incoming.js";

@@ -15,7 +15,8 @@
 import { LiveUpdateError } from "../errors.js";
 import { encodeFdt, fdtNode, fdtString, fdtU64, isValidFdtNodeName } from "../fdt/index.js";
 import { MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, type Machine } from "../machine/index.js";
-import { KHO_COMPATIBLE, MAP_ENTRIES_PER_PAGE, MAP_ENTRY_SIZE, MAP_HEADER_SIZE } from "./format.js";
+import { hex } from "../machine/hex.js";
+import { KHO_COMPATIBLE, MAP_ENTRIES_PER_PAGE, MAP_ENTRY_SIZE, MAP_HEADER_SIZE, pfnOf } from "./format.js";
 
 /** A preserved, physically contiguous allocation. */
 export interface PreservedBlock {
@@ -53,10 +54,6 @@ export class Kho {
   /** @param machine - the machine whose RAM is handed over */
   constructor(readonly machine: Machine) {}
 
-  private pfn(phys: bigint): number {
-    return Number(phys >> BigInt(PAGE_SHIFT));
-  }
-
   /**
    * Allocates zeroed, physically contiguous, preserved memory of at least `size` bytes.
    * Errors: `EINVAL` (size ≤ 0), `E2BIG` (above an order-9 folio), `ENOMEM`.
@@ -65,15 +62,15 @@ export class Kho {
     const order = orderForSize(size);
     const phys = this.machine.allocPages(order);
     this.machine.markPreserved(phys, order);
-    this.preserved.set(this.pfn(phys), order);
+    this.preserved.set(pfnOf(phys), order);
     return { phys, order, view: this.machine.view(phys, PAGE_SIZE << order) };
   }
 
   /** Unpreserves and frees memory from {@link Kho.allocPreserve}. `EINVAL` if `phys` is not such a block. */
   unpreserveFree(phys: bigint): void {
-    const order = this.preserved.get(this.pfn(phys));
+    const order = this.preserved.get(pfnOf(phys));
     if (order === undefined) {
-      throw new LiveUpdateError("EINVAL", `0x${phys.toString(16)} is not preserved memory of this kernel`);
+      throw new LiveUpdateError("EINVAL", `${hex(phys)} is not preserved memory of this kernel`);
     }
     this.unpreserveFolio(phys, order);
     this.machine.freePages(phys, order);
@@ -84,9 +81,9 @@ export class Kho {
    * preserved, `EINVAL` for a bad order or alignment.
    */
   preserveFolio(phys: bigint, order: number): void {
-    const pfn = this.pfn(phys);
+    const pfn = pfnOf(phys);
     if (this.preserved.has(pfn)) {
-      throw new LiveUpdateError("EEXIST", `folio at 0x${phys.toString(16)} is already preserved`);
+      throw new LiveUpdateError("EEXIST", `folio at ${hex(phys)} is already preserved`);
     }
     this.machine.markPreserved(phys, order);
     this.preserved.set(pfn, order);
@@ -94,11 +91,11 @@ export class Kho {
 
   /** Removes the preserved mark of a folio. `EINVAL` if it was not preserved with this order. */
   unpreserveFolio(phys: bigint, order: number): void {
-    const pfn = this.pfn(phys);
+    const pfn = pfnOf(phys);
     if (this.preserved.get(pfn) !== order) {
       throw new LiveUpdateError(
         "EINVAL",
-        `folio at 0x${phys.toString(16)} (order ${order}) is not preserved by this kernel`,
+        `folio at ${hex(phys)} (order ${order}) is not preserved by this kernel`,
       );
     }
     this.machine.clearPreserved(phys, order);
@@ -107,7 +104,7 @@ export class Kho {
 
   /** True when the folio starting at `phys` is preserved. */
   isPreserved(phys: bigint): boolean {
-    return this.preserved.has(this.pfn(phys));
+    return this.preserved.has(pfnOf(phys));
   }
 
   /** Number of pages currently preserved through this object. */

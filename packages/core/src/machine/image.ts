@@ -78,6 +78,13 @@ function bitmapBytes(order: number): number {
   return Math.ceil(Math.max(1, (1 << order) / 8) / 8) * 8;
 }
 
+/** Bytes of page data the blocks store: every page of every block. */
+function pageDataLength(blocks: readonly ImageBlock[]): number {
+  let len = 0;
+  for (const b of blocks) len += PAGE_SIZE << b.order;
+  return len;
+}
+
 function pageStateLength(blocks: readonly ImageBlock[]): number {
   let len = 8;
   for (const b of blocks) len += ENTRY_SIZE + (b.preserved instanceof Uint8Array ? bitmapBytes(b.order) : 0);
@@ -128,8 +135,7 @@ export async function writeMachineImage(
   options: ImageWriteOptions = {},
 ): Promise<void> {
   const state = encodePageState(src);
-  let dataLength = 0;
-  for (const b of src.blocks) dataLength += PAGE_SIZE << b.order;
+  const dataLength = pageDataLength(src.blocks);
   const total =
     HEADER_SIZE + 2 * (SECTION_HEADER_SIZE + SECTION_FOOTER_SIZE) + state.length + dataLength + TRAILER_SIZE;
 
@@ -361,8 +367,7 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
 
     const dataPos = st.footerPos + SECTION_FOOTER_SIZE;
     const ds = await readSection(r, dataPos, SECTION_PAGE_DATA, "page data");
-    let dataLength = 0;
-    for (const b of blocks) dataLength += PAGE_SIZE << b.order;
+    const dataLength = pageDataLength(blocks);
     if (ds.length !== dataLength)
       throw r.fail(`page data is ${ds.length} bytes, page state needs ${dataLength}`);
     if (ds.footerPos + SECTION_FOOTER_SIZE !== size - TRAILER_SIZE)

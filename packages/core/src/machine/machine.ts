@@ -4,6 +4,7 @@
 
 import { ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
 import { DEFAULT_RAM_BASE, MAX_ORDER, MAX_ORDER_BYTES, PAGE_SIZE, PHYS_ADDR_LIMIT } from "./constants.js";
+import { hex } from "./hex.js";
 import { readMachineImage, writeMachineImage, type ImageBlock } from "./image.js";
 import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
 import { PageContents } from "./page-contents.js";
@@ -57,10 +58,6 @@ export interface MachineSaveOptions {
 
 const BIG_PAGE_SIZE = BigInt(PAGE_SIZE);
 const U64_LIMIT = 1n << 64n;
-
-function hex(phys: bigint): string {
-  return `0x${phys.toString(16)}`;
-}
 
 function physName(phys: unknown): string {
   return typeof phys === "bigint" ? hex(phys) : String(phys);

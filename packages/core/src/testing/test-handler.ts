@@ -13,6 +13,7 @@
  */
 import { LiveUpdateError, type ErrnoCode } from "../errors.js";
 import { KernelFile, type Process } from "../kernel/index.js";
+import { hex } from "../machine/hex.js";
 import { PAGE_SIZE } from "../machine/index.js";
 import { defineFileHandler, defineFlb, type FileHandler, type Flb } from "../liveupdate/index.js";
 import { definePlugin, type Plugin } from "../plugin/index.js";
@@ -193,16 +194,13 @@ export function createTestHandler(control: TestControl): FileHandler<TestFile, u
     retrieve({ incoming, data, token, session }) {
       control.hit("retrieve", token, session.sessionName);
       if (!incoming || !incoming.covers(data, BLOCK_SIZE)) {
-        throw new LiveUpdateError(
-          "EINVAL",
-          `test file data 0x${data.toString(16)} is not handed-over memory`,
-        );
+        throw new LiveUpdateError("EINVAL", `test file data ${hex(data)} is not handed-over memory`);
       }
       const block = incoming.machine.view(data, BLOCK_SIZE);
       const dv = new DataView(block.buffer, block.byteOffset, 8);
       const length = dv.getUint32(4, true);
       if (dv.getUint32(0, true) !== TEST_FILE_MAGIC || length > TEST_FILE_CAPACITY) {
-        throw new LiveUpdateError("EIO", `test file block at 0x${data.toString(16)} is corrupt`);
+        throw new LiveUpdateError("EIO", `test file block at ${hex(data)} is corrupt`);
       }
       const file = new TestFile(`retrieved-${token}`, block.slice(8, 8 + length));
       incoming.restoreFree(data);
