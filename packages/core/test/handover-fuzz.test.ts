@@ -32,6 +32,7 @@ import {
   type BaseSpec,
   type Outcome,
 } from "./helpers/handover-fuzz.js";
+import { enc } from "./helpers/luo.js";
 import { Rng } from "./helpers/rng.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x4c554f);
@@ -227,7 +228,7 @@ const rx = (s: string): RegExp => new RegExp(s.replaceAll("#", X));
 const COUNT = 8n;
 const nameField = (l: HandoverLayout, prop: string, path = "/") =>
   l.luoFdtLayout.props.find((p) => p.name === prop && p.path === path)!;
-const ascii = (s: string) => [...new TextEncoder().encode(s)];
+const ascii = (s: string) => [...enc(s)];
 
 const CASES: Case[] = [
   {

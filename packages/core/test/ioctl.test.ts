@@ -12,7 +12,7 @@ import {
   type Process,
 } from "@luo/core";
 import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
-import { rejects } from "./helpers/luo.js";
+import { dec, enc, rejects } from "./helpers/luo.js";
 
 function struct(
   size: number,
@@ -26,7 +26,7 @@ function struct(
   return b;
 }
 const named = (name: string, size = 72, userLength = size) =>
-  struct(size, (_dv, b) => b.set(new TextEncoder().encode(name), 8), userLength);
+  struct(size, (_dv, b) => b.set(enc(name), 8), userLength);
 const fdOf = (b: Uint8Array) => new DataView(b.buffer).getInt32(4, true);
 
 async function setup(): Promise<{ k: Kernel; p: Process; dev: number }> {
@@ -44,7 +44,7 @@ describe("ioctl envelope", () => {
     expect(p.file(sfd).description).toBe("[luo_session] vm-0");
     const out = struct(72);
     expect(await p.ioctl(sfd, GET_NAME, out)).toBe(0);
-    expect(new TextDecoder().decode(out.subarray(8, 12))).toBe("vm-0");
+    expect(dec(out.subarray(8, 12))).toBe("vm-0");
     expect(out[12]).toBe(0);
   });
 
@@ -82,7 +82,7 @@ describe("ioctl envelope", () => {
     await rejects(p.ioctl(sfd, PRESERVE, struct(15)), "EINVAL");
     const reserved = struct(72, (dv) => dv.setUint32(4, 1, true));
     await rejects(p.ioctl(sfd, GET_NAME, reserved), "EINVAL");
-    const file = createTestFile(p, "f", new TextEncoder().encode("data"));
+    const file = createTestFile(p, "f", enc("data"));
     const pres = struct(16, (dv) => {
       dv.setInt32(4, file, true);
       dv.setBigUint64(8, 0xffff_ffff_ffff_ffffn, true);
@@ -99,7 +99,7 @@ describe("ioctl envelope", () => {
     await rejects(q.ioctl(s2, PRESERVE, pres), "EINVAL");
     const rf = struct(16, (dv) => dv.setBigUint64(8, 0xffff_ffff_ffff_ffffn, true));
     expect(await q.ioctl(s2, RETRIEVE_FD, rf)).toBe(0);
-    expect(new TextDecoder().decode(q.pread(fdOf(rf), 10, 0))).toBe("data");
+    expect(dec(q.pread(fdOf(rf), 10, 0))).toBe("data");
     // FINISH's reserved field is documented "must be zero" but not checked (Q9).
     expect(
       await q.ioctl(

@@ -3,8 +3,6 @@
 // and blind), boot and drive every mutant through the first /dev/liveupdate open, retrieval and
 // finish, and check that it only fails the documented ways and never reads memory that was not
 // handed over.
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   BLOCK_HEADER_SIZE,
@@ -32,6 +30,8 @@ import {
   type MemorySize,
 } from "@luo/core";
 import { createTestFile, testHandlerPlugin, type TestPlugin } from "@luo/core/testing";
+import { tempDir } from "../fixtures/machine-helpers.js";
+import { dec, enc } from "./luo.js";
 import { Rng } from "./rng.js";
 
 // ---------------------------------------------------------------------------------- FDT layout
@@ -55,7 +55,6 @@ export interface FdtLayout {
 }
 
 const align4 = (n: number): number => (n + 3) & ~3;
-const utf8 = new TextDecoder();
 
 /** Walks a valid blob (one the project wrote) and records where everything is. */
 export function fdtLayout(blob: Uint8Array): FdtLayout {
@@ -73,7 +72,7 @@ export function fdtLayout(blob: Uint8Array): FdtLayout {
     const token = dv.getUint32(off);
     if (token === 1) {
       const end = blob.indexOf(0, off + 4);
-      const name = utf8.decode(blob.subarray(off + 4, end));
+      const name = dec(blob.subarray(off + 4, end));
       stack.push(name);
       nodes.push({ path: pathOf(), name, nameOffset: off + 4 });
       off = align4(end + 1);
@@ -84,7 +83,7 @@ export function fdtLayout(blob: Uint8Array): FdtLayout {
       const len = dv.getUint32(off + 4);
       const nameoff = dv.getUint32(off + 8);
       const nend = blob.indexOf(0, offStrings + nameoff);
-      const name = utf8.decode(blob.subarray(offStrings + nameoff, nend));
+      const name = dec(blob.subarray(offStrings + nameoff, nend));
       names.set(name, nameoff);
       props.push({
         path: pathOf(),
@@ -220,7 +219,7 @@ export function walkHandover(m: Machine): HandoverLayout {
     for (let i = 0; i < count; i++) {
       const record = b + BigInt(BLOCK_HEADER_SIZE + i * SESSION_SER.size);
       const nameBytes = m.peek(record, 64);
-      const name = utf8.decode(nameBytes.subarray(0, nameBytes.indexOf(0)));
+      const name = dec(nameBytes.subarray(0, nameBytes.indexOf(0)));
       const fileBlocks: bigint[] = [];
       const fileRecords: bigint[] = [];
       for (let f = u64At(m, record + BigInt(SESSION_SER.files)); f !== 0n; f = u64At(m, f)) {
@@ -329,7 +328,7 @@ export async function buildBase(spec: BaseSpec): Promise<BaseHandover> {
   for (const s of spec.sessions) {
     const h = await dev.createSession(s.name);
     for (let i = 0; i < s.files; i++, n++) {
-      const fd = createTestFile(proc, `f${n}`, new TextEncoder().encode(`file ${n} of ${s.name}`));
+      const fd = createTestFile(proc, `f${n}`, enc(`file ${n} of ${s.name}`));
       await h.preserveFd(fd, token(i));
       tokens.push(token(i));
       proc.close(fd);
@@ -337,11 +336,11 @@ export async function buildBase(spec: BaseSpec): Promise<BaseHandover> {
   }
   for (let i = 0; i < (spec.extraPages ?? 0); i++) kernel.kho.allocPreserve(PAGE_SIZE);
   spec.beforeKexec?.(kernel);
-  const dir = await mkdtemp(join(tmpdir(), "luo-fuzz-"));
+  const { dir, cleanup } = await tempDir("fuzz");
   try {
     await kernel.kexec({ saveTo: join(dir, "base.img") });
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await cleanup();
   }
   // After the scrub every allocated block is preserved: exactly what the next kernel finds.
   const blocks = machine.blocks().map((b) => ({ ...b, bytes: machine.peek(b.phys, PAGE_SIZE << b.order) }));
@@ -684,8 +683,8 @@ export class Mutator {
         ["truncated-utf8", [0x41, 0xe6, 0x97, 0]],
         ["empty", [0]],
         ["max-length", [...Array.from({ length: size - 1 }, () => 0x7a), 0]],
-        ["unknown", [...new TextEncoder().encode("luo-test-v9"), 0]],
-        ["duplicate", [...new TextEncoder().encode(this.rng.pick(names.length > 0 ? names : ["x"])), 0]],
+        ["unknown", [...enc("luo-test-v9"), 0]],
+        ["duplicate", [...enc(this.rng.pick(names.length > 0 ? names : ["x"])), 0]],
       ];
       const [how, bytes] = this.rng.pick(variants);
       return {
@@ -787,14 +786,14 @@ export class Mutator {
             writeBytes(m, at, [0xc0]);
             break;
           case "case": // "LUO-V1": same bytes, other case
-            m.write(at, new TextEncoder().encode(this.fdtString(m, at, p.len).toUpperCase()));
+            m.write(at, enc(this.fdtString(m, at, p.len).toUpperCase()));
             break;
           case "swap": {
             // The other tree's root compatible where it fits: "kho-v1" ↔ "luo-v1".
             const cur = this.fdtString(m, at, p.len);
             const swapped =
               cur === "kho-v1" ? "luo-v1" : cur === "luo-v1" ? "kho-v1" : cur.replace(/v\d+$/, "v0");
-            m.write(at, new TextEncoder().encode(swapped));
+            m.write(at, enc(swapped));
             break;
           }
         }
@@ -887,7 +886,7 @@ export class Mutator {
   };
 
   private fdtString(m: Machine, at: bigint, len: number): string {
-    return utf8.decode(m.peek(at, len - 1));
+    return dec(m.peek(at, len - 1));
   }
 
   private entrySize(kind: RegionKind): number {
@@ -940,7 +939,7 @@ export function linkLongFileChain(base: BaseHandover, extra: readonly bigint[], 
   const s = base.layout.sessions[0]!;
   const chain = [s.fileBlocks[0]!, ...extra.slice(0, blocks - 1)];
   if (chain.length !== blocks) throw new Error(`only ${chain.length} blocks available`);
-  const compatible = new TextEncoder().encode("luo-test-v1");
+  const compatible = enc("luo-test-v1");
   for (let i = 0; i < chain.length; i++) {
     const b = chain[i]!;
     writeU64(m, b, chain[i + 1] ?? 0n);
