@@ -37,11 +37,6 @@ export class KernelContext {
     this.devices.set(path, open);
   }
 
-  /** Removes a device node (no-op when absent). */
-  unregisterDevice(path: string): void {
-    this.devices.delete(path);
-  }
-
   /** Looks up a device node. `ENOENT` when absent. */
   device(path: string): DeviceOpener {
     const d = this.devices.get(path);

@@ -59,11 +59,6 @@ export class Process {
     return f;
   }
 
-  /** Open fds in ascending order. */
-  openFds(): number[] {
-    return [...this.fds.keys()].sort((a, b) => a - b);
-  }
-
   /** Installs `file` at the lowest free fd, consuming one reference the caller owns. */
   installFile(file: KernelFile): number {
     this.check();

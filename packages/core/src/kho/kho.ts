@@ -135,13 +135,6 @@ export class Kho {
     if (!this.subtrees.delete(name)) throw new LiveUpdateError("ENOENT", `no KHO subtree "${name}"`);
   }
 
-  /** Physical address published under `name`. `ENOENT` when absent. */
-  getSubtree(name: string): bigint {
-    const phys = this.subtrees.get(name);
-    if (phys === undefined) throw new LiveUpdateError("ENOENT", `no KHO subtree "${name}"`);
-    return phys;
-  }
-
   private rootTree(mapHead: bigint): Uint8Array {
     const children = [...this.subtrees].map(([name, phys]) => fdtNode(name, { fdt: fdtU64(phys) }));
     return encodeFdt({
