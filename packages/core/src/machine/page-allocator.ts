@@ -174,9 +174,11 @@ export class PageAllocator {
 
   /**
    * Makes every page free except the given blocks, which become allocated and not preserved.
-   * The blocks must be validated by the caller: naturally aligned, in range, non-overlapping.
+   * The blocks must be validated by the caller: naturally aligned, in range, non-overlapping,
+   * and sorted by ascending head index (`Machine.resetAllocator` sorts them; a loaded image's
+   * page state is rejected unless it is in ascending order).
    *
-   * @param keep - `[headPageIndex, order]` pairs
+   * @param keep - `[headPageIndex, order]` pairs in ascending order of `headPageIndex`
    */
   reset(keep: ReadonlyArray<readonly [number, number]>): void {
     this.flags.fill(0);
@@ -186,11 +188,10 @@ export class PageAllocator {
     this.preservedPages = 0;
     this.allocatedPages = 0;
     this.freePages = this.totalPages;
-    const sorted = [...keep].sort((a, b) => a[0] - b[0]);
     let cursor = this.totalPages;
     // Free the gaps top-down so that the lowest addresses end up at the heads of the free lists.
-    for (let i = sorted.length - 1; i >= 0; i--) {
-      const [pfn, order] = sorted[i]!;
+    for (let i = keep.length - 1; i >= 0; i--) {
+      const [pfn, order] = keep[i]!;
       const end = pfn + (1 << order);
       this.#freeRange(end, cursor);
       this.#setAllocated(pfn, order);
