@@ -18,8 +18,13 @@ import { PAGE_SIZE } from "../machine/index.js";
 import { defineFileHandler, defineFlb, type FileHandler, type Flb } from "../liveupdate/index.js";
 import { definePlugin, type Plugin } from "../plugin/index.js";
 
-/** Bytes a test file can hold. */
-export const TEST_FILE_CAPACITY = 4 * PAGE_SIZE - 8;
+/** The block the test handler preserves per file: `{u32 magic, u32 length}` then the bytes. */
+const BLOCK_SIZE = 4 * PAGE_SIZE;
+/** Bytes of the block header `{u32 magic, u32 length}`. */
+const BLOCK_HEADER_SIZE = 8;
+
+/** Bytes a test file can hold: its preserved block less the header. */
+export const TEST_FILE_CAPACITY = BLOCK_SIZE - BLOCK_HEADER_SIZE;
 /** Compatible of the test handler. */
 export const TEST_HANDLER_COMPATIBLE = "luo-test-v1";
 /** Magic at the start of a frozen test-file block. */
@@ -164,8 +169,6 @@ export class TestControl {
   }
 }
 
-const BLOCK_SIZE = 4 * PAGE_SIZE;
-
 /** Builds the test handler bound to `control`. */
 export function createTestHandler(control: TestControl): FileHandler<TestFile, undefined> {
   return defineFileHandler<TestFile, undefined>({
@@ -179,13 +182,13 @@ export function createTestHandler(control: TestControl): FileHandler<TestFile, u
       control.hit("unpreserve", token, session.sessionName);
       kho.unpreserveFree(data);
     },
-    freeze({ kho: _kho, machine, file, data, token, session }) {
+    freeze({ machine, file, data, token, session }) {
       control.hit("freeze", token, session.sessionName);
       const block = machine.view(data, BLOCK_SIZE);
-      const dv = new DataView(block.buffer, block.byteOffset, 8);
+      const dv = new DataView(block.buffer, block.byteOffset, BLOCK_HEADER_SIZE);
       dv.setUint32(0, TEST_FILE_MAGIC, true);
       dv.setUint32(4, file.content.length, true);
-      block.set(file.content, 8);
+      block.set(file.content, BLOCK_HEADER_SIZE);
     },
     unfreeze({ machine, data, token, session }) {
       control.hit("unfreeze", token, session.sessionName);
@@ -197,12 +200,15 @@ export function createTestHandler(control: TestControl): FileHandler<TestFile, u
         throw new LiveUpdateError("EINVAL", `test file data ${hex(data)} is not handed-over memory`);
       }
       const block = incoming.machine.view(data, BLOCK_SIZE);
-      const dv = new DataView(block.buffer, block.byteOffset, 8);
+      const dv = new DataView(block.buffer, block.byteOffset, BLOCK_HEADER_SIZE);
       const length = dv.getUint32(4, true);
       if (dv.getUint32(0, true) !== TEST_FILE_MAGIC || length > TEST_FILE_CAPACITY) {
         throw new LiveUpdateError("EIO", `test file block at ${hex(data)} is corrupt`);
       }
-      const file = new TestFile(`retrieved-${token}`, block.slice(8, 8 + length));
+      const file = new TestFile(
+        `retrieved-${token}`,
+        block.slice(BLOCK_HEADER_SIZE, BLOCK_HEADER_SIZE + length),
+      );
       incoming.restoreFree(data);
       return file;
     },
