@@ -13,7 +13,10 @@
 //   trailer  (24 bytes)  magic "LUOMEND\0" | total file length u64 | reserved u32 |
 //                        CRC-32 of trailer bytes 0..19 u32
 //
-// Pages that are not allocated are not stored: they read as poison after loading.
+// Pages that are not allocated are not stored: they read as poison after loading. The format
+// does not depend on how RAM is backed: the writer reads pages through `readPages` and the
+// reader hands them to `loadPages`, so a sparse machine streams its pages in 4 MiB chunks and
+// never holds its RAM in one buffer.
 
 import { open, type FileHandle } from "node:fs/promises";
 import { MachineImageError } from "../errors.js";
@@ -62,8 +65,8 @@ export interface ImageBlock {
 export interface ImageSource extends ImageHeader {
   /** Allocated blocks in ascending address order. */
   blocks: readonly ImageBlock[];
-  /** The RAM buffer. */
-  ram: Uint8Array;
+  /** Copies `out.length` bytes of RAM at byte offset `offset` (from the start of RAM) into `out`. */
+  readPages: (offset: number, out: Uint8Array) => void;
 }
 
 /** Options of {@link writeMachineImage}. */
@@ -185,7 +188,7 @@ export async function writeMachineImage(
       const end = pos + (PAGE_SIZE << b.order);
       while (pos < end) {
         const n = Math.min(end - pos, staging.length - fill);
-        staging.set(src.ram.subarray(pos, pos + n), fill);
+        src.readPages(pos, staging.subarray(fill, fill + n));
         fill += n;
         pos += n;
         if (fill === staging.length) await flush();
@@ -203,7 +206,7 @@ export async function writeMachineImage(
 export interface ImageContents<T> {
   /** The fixed machine parameters. */
   header: ImageHeader;
-  /** Allocated blocks in ascending address order; their bytes are already in `target.ram`. */
+  /** Allocated blocks in ascending address order; their bytes were given to `target.loadPages`. */
   blocks: ImageBlock[];
   /** The object `create` returned. */
   target: T;
@@ -304,14 +307,15 @@ function decodePageState(r: Reader, payload: Buffer, header: ImageHeader): Image
 
 /**
  * Reads and fully validates a machine image. `create` is called once the header and page state
- * are validated and must return a fresh target whose `ram` (`header.ramSize` bytes) receives the
- * page data; nothing else is touched, so a failure leaves no trace except the discarded target.
+ * are validated and must return a fresh target whose `loadPages(offset, bytes)` receives the page
+ * data (whole pages at byte offsets from the start of RAM, before the page data checksum is
+ * verified); nothing else is touched, so a failure leaves no trace except the discarded target.
  *
  * @throws {@link MachineImageError} when the file is missing or unreadable (with `cause`),
  *   truncated, not a machine image (bad magic), of another format version or page size, fails a
  *   checksum, or is internally inconsistent; an error thrown by `create` is wrapped likewise
  */
-export async function readMachineImage<T extends { ram: Uint8Array }>(
+export async function readMachineImage<T extends { loadPages: (offset: number, bytes: Uint8Array) => void }>(
   path: string,
   create: (header: ImageHeader) => T,
 ): Promise<ImageContents<T>> {
@@ -379,10 +383,10 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     } catch (e) {
       throw r.fail(`cannot build the machine: ${(e as Error).message}`, e);
     }
-    const ram = target.ram;
     let crc = crc32(ds.hdr);
     let filePos = ds.payloadPos;
-    // Read runs of physically contiguous blocks in chunks straight into RAM.
+    // Read runs of physically contiguous blocks in chunks of at most 4 MiB (plus one block).
+    const staging = Buffer.allocUnsafe(Math.min(CHUNK_BYTES + MAX_ORDER_BYTES, Math.max(dataLength, 1)));
     let i = 0;
     while (i < blocks.length) {
       const start = blocks[i]!.index * PAGE_SIZE;
@@ -392,8 +396,10 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
         end += PAGE_SIZE << blocks[i]!.order;
         i++;
       }
-      await r.readInto(ram, start, end - start, filePos);
-      crc = crc32(ram.subarray(start, end), crc);
+      const chunk = staging.subarray(0, end - start);
+      await r.readInto(chunk, 0, chunk.length, filePos);
+      crc = crc32(chunk, crc);
+      target.loadPages(start, chunk);
       filePos += end - start;
     }
     await checkFooter(r, ds.footerPos, crc, "page data");

@@ -1,6 +1,10 @@
 // The emulated machine: RAM as 4 KiB page frames at physical addresses [base, base + size), a
 // buddy page allocator, preserved-page marks, checked physical memory access, the kexec scrub,
 // allocator rebuild for the next kernel, the KHO root pointer, and machine image save/load.
+// RAM is sparse: host memory and page metadata follow the pages in use (page-allocator.ts,
+// page-contents.ts), so machines up to the 52-bit physical address limit can be powered on.
+// Physical addresses are bigint at the API and numbers (byte offsets and page indices from the
+// start of RAM) inside: RAM ends below 2^52, so every in-range offset is an exact number.
 
 import { ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
 import { DEFAULT_RAM_BASE, MAX_ORDER, MAX_ORDER_BYTES, PAGE_SIZE, PHYS_ADDR_LIMIT } from "./constants.js";
@@ -76,7 +80,10 @@ function checkOrder(order: unknown, what: string): number {
 /**
  * The emulated machine: the only thing that survives a kexec.
  *
- * RAM is one contiguous buffer of 4 KiB page frames at physical addresses `[base, end)`. Pages
+ * RAM is 4 KiB page frames at physical addresses `[base, end)`, backed sparsely: the host
+ * commits memory only for pages that were written (allocated pages that were not written read
+ * as zeros without any), and the allocator's per-page state costs memory in proportion to the
+ * 2 MiB sections in use, so a 1 TiB machine costs the host about what it touches. Pages
  * are handed out by a buddy allocator in naturally aligned blocks of order 0..{@link MAX_ORDER}
  * and always come back zeroed. Memory access goes through physical addresses (`bigint`) and is
  * checked: touching a page outside RAM or a page that is not allocated fails with `EFAULT`.
@@ -98,8 +105,6 @@ export class Machine {
   /** Number of page frames. */
   readonly totalPages: number;
 
-  readonly #ram: Buffer;
-  readonly #dv: DataView;
   readonly #baseNum: number;
   readonly #alloc: PageAllocator;
   readonly #contents: PageContents;
@@ -111,8 +116,7 @@ export class Machine {
    *
    * @param options - RAM size and base
    * @throws {@link LiveUpdateError} `EINVAL` for a bad memory size (see {@link parseSize}) or a
-   *   base that is zero, not 2 MiB aligned or puts RAM beyond the 52-bit physical address space;
-   *   `ENOMEM` when the host cannot allocate that much RAM
+   *   base that is zero, not 2 MiB aligned or puts RAM beyond the 52-bit physical address space
    */
   constructor(options: MachineOptions) {
     const size = parseSize(options.memory);
@@ -129,23 +133,13 @@ export class Machine {
         `RAM ${hex(base)}+${formatSize(size)} extends beyond the 52-bit physical address space`,
       );
     }
-    let ram: Buffer;
-    try {
-      ram = Buffer.alloc(size);
-    } catch (e) {
-      throw new LiveUpdateError("ENOMEM", `cannot allocate ${formatSize(size)} of host memory for RAM`, {
-        cause: e,
-      });
-    }
     this.base = base;
     this.end = base + BigInt(size);
     this.memoryBytes = size;
     this.totalPages = size / PAGE_SIZE;
-    this.#ram = ram;
-    this.#dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
     this.#baseNum = Number(base);
     this.#alloc = new PageAllocator(this.totalPages);
-    this.#contents = new PageContents(ram, this.totalPages);
+    this.#contents = new PageContents();
   }
 
   /**
@@ -193,11 +187,8 @@ export class Machine {
     if (length === 0) return off;
     const first = Math.floor(off / PAGE_SIZE);
     const count = Math.floor((off + length - 1) / PAGE_SIZE) - first + 1;
-    if (!this.#alloc.allAllocated(first, count)) {
-      // Only on failure: find the first page that is not allocated, for the message.
-      const flags = this.#alloc.flags;
-      let p = first;
-      while ((flags[p]! & PG_ALLOCATED) !== 0) p++;
+    const p = this.#alloc.firstUnallocated(first, count);
+    if (p >= 0) {
       throw new LiveUpdateError(
         "EFAULT",
         `${what}: page ${hex(this.#physOf(p))} (in ${hex(phys)}+${length}) is not allocated`,
@@ -238,9 +229,7 @@ export class Machine {
         `allocPages: no free block of order ${order} (${formatSize(PAGE_SIZE << order)}); ${this.#alloc.freePages} of ${this.totalPages} pages free`,
       );
     }
-    const n = 1 << order;
-    this.#ram.fill(0, index * PAGE_SIZE, (index + n) * PAGE_SIZE);
-    this.#contents.overwrite(index, n);
+    this.#contents.zeroPages(index, 1 << order);
     this.#generation++;
     return this.#physOf(index);
   }
@@ -257,19 +246,7 @@ export class Machine {
    */
   freePages(phys: bigint, order = 0): void {
     checkOrder(order, "freePages");
-    const off = typeof phys === "bigint" ? Number(phys) - this.#baseNum : NaN;
-    const index = off / PAGE_SIZE;
-    if (!(
-      off >= 0 &&
-      off < this.memoryBytes &&
-      Number.isInteger(index) &&
-      this.#alloc.isHead(index, order)
-    )) {
-      throw new LiveUpdateError(
-        "EINVAL",
-        `freePages: ${physName(phys)} is not the head of an allocated order-${order} block`,
-      );
-    }
+    const index = this.#headIndex(phys, order, "freePages");
     if (this.#alloc.countPreserved(index, 1 << order) !== 0) {
       throw new LiveUpdateError("EBUSY", `freePages: block ${hex(phys)} order ${order} is still preserved`);
     }
@@ -290,9 +267,44 @@ export class Machine {
 
   /** Every allocated block, in ascending address order. */
   blocks(): MachineBlock[] {
-    const heads = this.#alloc.liveBlocks().sort();
-    const order = this.#alloc.order;
-    return Array.from(heads, (h) => ({ phys: this.#physOf(h), order: order[h]! }));
+    const out: MachineBlock[] = [];
+    this.#alloc.forEachBlock((h, order) => out.push({ phys: this.#physOf(h), order }));
+    return out;
+  }
+
+  /**
+   * Splits an allocated block into `2^order` allocated order-0 blocks (the kernel's
+   * `split_page`), keeping contents and preserved marks; each page can then be freed on its own
+   * with {@link Machine.freePages}. Used e.g. when part of a huge folio is punched out.
+   *
+   * @param phys - physical address of the block's first page
+   * @param order - the order it was allocated with
+   * @throws {@link LiveUpdateError} `EINVAL` when `phys` is not the head of an allocated block of
+   *   exactly that order (including addresses outside RAM) or for a bad order
+   */
+  splitPages(phys: bigint, order: number): void {
+    checkOrder(order, "splitPages");
+    const index = this.#headIndex(phys, order, "splitPages");
+    if (order > 0) this.#alloc.split(index, order);
+    this.#generation++;
+  }
+
+  /** Page index of the head of an allocated block of exactly `order` at `phys`; EINVAL otherwise. */
+  #headIndex(phys: bigint, order: number, what: string): number {
+    const off = typeof phys === "bigint" ? Number(phys) - this.#baseNum : NaN;
+    const index = off / PAGE_SIZE;
+    if (!(
+      off >= 0 &&
+      off < this.memoryBytes &&
+      Number.isInteger(index) &&
+      this.#alloc.isHead(index, order)
+    )) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${what}: ${physName(phys)} is not the head of an allocated order-${order} block`,
+      );
+    }
+    return index;
   }
 
   /**
@@ -302,7 +314,7 @@ export class Machine {
    */
   isAllocated(phys: bigint): boolean {
     const off = this.#offset(phys, 1, "isAllocated");
-    return (this.#alloc.flags[Math.floor(off / PAGE_SIZE)]! & PG_ALLOCATED) !== 0;
+    return (this.#alloc.flagsOf(Math.floor(off / PAGE_SIZE)) & PG_ALLOCATED) !== 0;
   }
 
   /**
@@ -339,7 +351,7 @@ export class Machine {
    */
   isPreserved(phys: bigint): boolean {
     const off = this.#offset(phys, 1, "isPreserved");
-    return (this.#alloc.flags[Math.floor(off / PAGE_SIZE)]! & PG_PRESERVED) !== 0;
+    return (this.#alloc.flagsOf(Math.floor(off / PAGE_SIZE)) & PG_PRESERVED) !== 0;
   }
 
   /**
@@ -374,10 +386,7 @@ export class Machine {
    *   touches a page that is not allocated; `EINVAL` for a bad length
    */
   read(phys: bigint, length: number): Uint8Array {
-    const off = this.#checked(phys, length, "read");
-    const out = new Uint8Array(length);
-    out.set(this.#ram.subarray(off, off + length));
-    return out;
+    return this.#contents.read(this.#checked(phys, length, "read"), length);
   }
 
   /**
@@ -387,20 +396,50 @@ export class Machine {
    *   not allocated
    */
   write(phys: bigint, bytes: Uint8Array): void {
-    const off = this.#checked(phys, bytes.length, "write");
-    this.#ram.set(bytes, off);
+    this.#contents.write(this.#checked(phys, bytes.length, "write"), bytes);
   }
 
   /**
    * A live view of `length` bytes of RAM at `phys` (no copy): writes through it change RAM. The
-   * view stays valid as long as the machine exists; it is only checked when created.
+   * view is only checked when created and stays valid while its pages stay allocated (a view
+   * of pages that were freed and scrubbed no longer reaches RAM). RAM is backed in 2 MiB
+   * sections, so a view lies within one naturally aligned 2 MiB range — any block of
+   * {@link Machine.allocPages} does. Creating a view commits host memory for its pages; use
+   * {@link Machine.read} to look without writing.
    *
    * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or touches a page that is
-   *   not allocated
+   *   not allocated; `EINVAL` when it crosses a 2 MiB boundary
    */
   view(phys: bigint, length: number): Uint8Array {
     const off = this.#checked(phys, length, "view");
-    return new Uint8Array(this.#ram.buffer, this.#ram.byteOffset + off, length);
+    const v = this.#contents.view(off, length);
+    if (v === undefined) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `view: ${hex(phys)}+${length} crosses a 2 MiB boundary (RAM is backed in 2 MiB sections)`,
+      );
+    }
+    return v;
+  }
+
+  /** Fast path of the integer accessors: the DataView position of `length` bytes at RAM offset `off`. */
+  #scratch = new DataView(new ArrayBuffer(8));
+
+  #loadInt(off: number, length: number): { dv: DataView; pos: number } {
+    const fast = this.#contents.dataView(off, length, false);
+    if (fast) return fast;
+    this.#contents.readInto(off, length, new Uint8Array(this.#scratch.buffer), 0);
+    return { dv: this.#scratch, pos: 0 };
+  }
+
+  #storeInt(off: number, length: number, store: (dv: DataView, pos: number) => void): void {
+    const fast = this.#contents.dataView(off, length, true);
+    if (fast) {
+      store(fast.dv, fast.pos);
+      return;
+    }
+    store(this.#scratch, 0);
+    this.#contents.write(off, new Uint8Array(this.#scratch.buffer, 0, length));
   }
 
   /**
@@ -409,7 +448,8 @@ export class Machine {
    * @throws {@link LiveUpdateError} `EFAULT` when the 4 bytes leave RAM or are not allocated
    */
   readU32(phys: bigint): number {
-    return this.#dv.getUint32(this.#checked(phys, 4, "readU32"), true);
+    const { dv, pos } = this.#loadInt(this.#checked(phys, 4, "readU32"), 4);
+    return dv.getUint32(pos, true);
   }
 
   /**
@@ -422,7 +462,7 @@ export class Machine {
     if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
       throw new LiveUpdateError("EINVAL", `writeU32 at ${physName(phys)}: ${value} is not a u32`);
     }
-    this.#dv.setUint32(this.#checked(phys, 4, "writeU32"), value, true);
+    this.#storeInt(this.#checked(phys, 4, "writeU32"), 4, (dv, pos) => dv.setUint32(pos, value, true));
   }
 
   /**
@@ -431,7 +471,8 @@ export class Machine {
    * @throws {@link LiveUpdateError} `EFAULT` when the 8 bytes leave RAM or are not allocated
    */
   readU64(phys: bigint): bigint {
-    return this.#dv.getBigUint64(this.#checked(phys, 8, "readU64"), true);
+    const { dv, pos } = this.#loadInt(this.#checked(phys, 8, "readU64"), 8);
+    return dv.getBigUint64(pos, true);
   }
 
   /**
@@ -444,7 +485,7 @@ export class Machine {
     if (typeof value !== "bigint" || value < 0n || value >= U64_LIMIT) {
       throw new LiveUpdateError("EINVAL", `writeU64 at ${physName(phys)}: ${String(value)} is not a u64`);
     }
-    this.#dv.setBigUint64(this.#checked(phys, 8, "writeU64"), value, true);
+    this.#storeInt(this.#checked(phys, 8, "writeU64"), 8, (dv, pos) => dv.setBigUint64(pos, value, true));
   }
 
   /**
@@ -453,8 +494,7 @@ export class Machine {
    * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or is not allocated
    */
   zero(phys: bigint, length: number): void {
-    const off = this.#checked(phys, length, "zero");
-    this.#ram.fill(0, off, off + length);
+    this.#contents.fill(this.#checked(phys, length, "zero"), length, 0);
   }
 
   /**
@@ -465,7 +505,7 @@ export class Machine {
   copy(dstPhys: bigint, srcPhys: bigint, length: number): void {
     const src = this.#checked(srcPhys, length, "copy source");
     const dst = this.#checked(dstPhys, length, "copy destination");
-    this.#ram.copyWithin(dst, src, src + length);
+    this.#contents.write(dst, this.#contents.read(src, length));
   }
 
   /**
@@ -477,7 +517,7 @@ export class Machine {
    */
   peek(phys: bigint, length: number): Uint8Array {
     const off = this.#offset(phys, length, "peek");
-    return this.#contents.readRaw(off, length);
+    return this.#contents.read(off, length);
   }
 
   // ---------------------------------------------------------------- kexec
@@ -487,14 +527,15 @@ export class Machine {
    * and free pages alike), then frees every allocated page that is not preserved. Afterwards
    * `allocatedPages === preservedPages`. Blocks that are only partly preserved are split into
    * their preserved, naturally aligned sub-blocks. Cost is proportional to the pages allocated
-   * since the previous scrub, not to the size of RAM.
+   * since the previous scrub, not to the size of RAM; sections left without data give their
+   * host memory back.
    *
    * @returns the number of pages that were poisoned
    */
   scrub(): number {
     this.#alloc.releaseUnpreserved();
     this.#generation++;
-    return this.#contents.scrub(this.#alloc.flags, PG_PRESERVED);
+    return this.#contents.scrub((sec) => this.#alloc.preservedFlags(sec), PG_PRESERVED);
   }
 
   /**
@@ -531,24 +572,21 @@ export class Machine {
       }
     }
     this.#alloc.reset(list);
-    for (const [index, order] of list) this.#contents.materialize(index, 1 << order);
     this.#generation++;
   }
 
   // ---------------------------------------------------------------- image
 
   #imageBlocks(preservedOnly: boolean): ImageBlock[] {
-    const heads = this.#alloc.liveBlocks().sort();
     const alloc = this.#alloc;
     const out: ImageBlock[] = [];
     const keepPreserved = (index: number, order: number): void => {
       out.push({ index, order, preserved: "all" });
     };
-    for (const index of heads) {
-      const order = alloc.order[index]!;
+    alloc.forEachBlock((index, order) => {
       if (preservedOnly) {
         alloc.splitPreserved(index, order, keepPreserved);
-        continue;
+        return;
       }
       const n = 1 << order;
       const kept = alloc.countPreserved(index, n);
@@ -557,10 +595,10 @@ export class Machine {
       else {
         const bitmap = new Uint8Array(Math.max(1, n / 8));
         for (let i = 0; i < n; i++)
-          if (alloc.flags[index + i]! & PG_PRESERVED) bitmap[i >> 3]! |= 1 << (i & 7);
+          if (alloc.flagsOf(index + i) & PG_PRESERVED) bitmap[i >> 3]! |= 1 << (i & 7);
         out.push({ index, order, preserved: bitmap });
       }
-    }
+    });
     return out;
   }
 
@@ -599,7 +637,7 @@ export class Machine {
         base: this.base,
         khoRoot: this.#khoRoot,
         blocks: this.#imageBlocks(options.preservedOnly ?? false),
-        ram: this.#ram,
+        readPages: (offset, out) => this.#contents.readInto(offset, out.length, out),
       },
       {
         onProgress: options.onProgress,
@@ -627,13 +665,15 @@ export class Machine {
   static async load(path: string): Promise<Machine> {
     const { header, blocks, target } = await readMachineImage(path, (h) => {
       const m = new Machine({ memory: h.ramSize, base: h.base });
-      return { machine: m, ram: m.#ram };
+      return {
+        machine: m,
+        loadPages: (offset: number, bytes: Uint8Array) => m.#contents.load(offset, bytes),
+      };
     });
     const m = target.machine;
     m.#alloc.reset(blocks.map((b) => [b.index, b.order] as const));
     for (const b of blocks) {
       const n = 1 << b.order;
-      m.#contents.overwrite(b.index, n);
       if (b.preserved === "all") m.#alloc.markPreserved(b.index, n);
       else if (b.preserved instanceof Uint8Array) {
         for (let i = 0; i < n; i++)
