@@ -27,8 +27,10 @@ export const SECTION_BYTES = SECTION_PAGES * PAGE_SIZE;
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 class SectionContents {
-  /** Per-page state: POISONED, ZERO or DATA. */
-  readonly state = new Uint8Array(SECTION_PAGES);
+  /** Per-page state (POISONED, ZERO or DATA); undefined while every page is in state `uniform`. */
+  state: Uint8Array | undefined;
+  /** The state of every page while `state` is undefined. */
+  uniform = POISONED;
   /** Pages not POISONED. */
   touched = 0;
   /** Pages in DATA state. */
@@ -36,6 +38,8 @@ class SectionContents {
   /** The section's bytes; present while `data > 0`. */
   chunk: Uint8Array | undefined;
   dv: DataView | undefined;
+  /** Per page: 1 once its chunk bytes were written (a fresh chunk is zeros the host has not committed). */
+  dirty: Uint8Array | undefined;
 }
 
 /** Per-page content state of RAM (see the module comment). Offsets are bytes from the start of RAM. */
@@ -58,9 +62,14 @@ export class PageContents {
     return c;
   }
 
+  #stateOf(c: SectionContents, i: number): number {
+    return c.state === undefined ? c.uniform : c.state[i]!;
+  }
+
   #setState(c: SectionContents, i: number, to: number): void {
-    const from = c.state[i]!;
+    const from = this.#stateOf(c, i);
     if (from === to) return;
+    c.state ??= new Uint8Array(SECTION_PAGES).fill(c.uniform);
     if (from === POISONED) c.touched++;
     if (to === POISONED) c.touched--;
     if (from === DATA) c.data--;
@@ -70,30 +79,37 @@ export class PageContents {
 
   /** Makes page `i` of section `c` DATA, filling its chunk bytes with what it read as. */
   #materialize(c: SectionContents, i: number, overwritten: boolean): void {
-    const st = c.state[i]!;
+    const st = this.#stateOf(c, i);
     if (st === DATA) return;
     if (c.chunk === undefined) {
       // A Uint8Array, not a Buffer: TypedArray fill/set are builtins, Buffer.fill with offsets
       // validates in JS (~3 µs a call, measured: 3× slower allocation-heavy tests).
       c.chunk = new Uint8Array(SECTION_BYTES);
       c.dv = new DataView(c.chunk.buffer, c.chunk.byteOffset, SECTION_BYTES);
+      c.dirty = new Uint8Array(SECTION_PAGES);
     }
-    if (!overwritten) c.chunk.fill(st === ZERO ? 0 : POISON_BYTE, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+    // Zeroing a page of a fresh chunk would only make the host commit it: it is zeros already.
+    if (!overwritten && (st === POISONED || c.dirty![i] === 1)) {
+      c.chunk.fill(st === ZERO ? 0 : POISON_BYTE, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+    }
+    c.dirty![i] = 1;
     this.#setState(c, i, DATA);
   }
 
   /** {@link PageContents.#materialize} for pages `[from, to)` of `c`, one fill per run of equal state. */
   #materializeRange(c: SectionContents, from: number, to: number): void {
-    const st = c.state;
     let p = from;
     while (p < to) {
-      const s0 = st[p]!;
+      const s0 = this.#stateOf(c, p);
       let q = p + 1;
-      while (q < to && st[q] === s0) q++;
-      if (s0 !== DATA) {
+      while (q < to && this.#stateOf(c, q) === s0) q++;
+      if (s0 === POISONED) {
         this.#materialize(c, p, true);
-        c.chunk!.fill(s0 === ZERO ? 0 : POISON_BYTE, p * PAGE_SIZE, q * PAGE_SIZE);
+        c.chunk!.fill(POISON_BYTE, p * PAGE_SIZE, q * PAGE_SIZE);
+        c.dirty!.fill(1, p, q);
         for (let i = p + 1; i < q; i++) this.#setState(c, i, DATA);
+      } else if (s0 === ZERO) {
+        for (let i = p; i < q; i++) this.#materialize(c, i, false);
       }
       p = q;
     }
@@ -118,6 +134,18 @@ export class PageContents {
 
   /** `[first, first + count)` pages now read as zeros (allocation). No host memory is used. */
   zeroPages(first: number, count: number): void {
+    if (count === SECTION_PAGES && first % SECTION_PAGES === 0) {
+      // A whole section (an order-9 block): one uniform state, and any old chunk goes.
+      const c = this.#get(first / SECTION_PAGES);
+      c.state = undefined;
+      c.uniform = ZERO;
+      c.touched = SECTION_PAGES;
+      c.data = 0;
+      c.chunk = undefined;
+      c.dv = undefined;
+      c.dirty = undefined;
+      return;
+    }
     for (let p = first, end = first + count; p < end; p++) {
       const sec = Math.floor(p / SECTION_PAGES);
       this.#setState(this.#get(sec), p - sec * SECTION_PAGES, ZERO);
@@ -128,7 +156,7 @@ export class PageContents {
   readInto(offset: number, length: number, out: Uint8Array, outOffset = 0): void {
     this.#pieces(offset, length, (sec, page, inChunk, at, len) => {
       const c = this.#table.get(sec);
-      const st = c === undefined ? POISONED : c.state[page]!;
+      const st = c === undefined ? POISONED : this.#stateOf(c, page);
       const o = outOffset + at;
       if (st === DATA) out.set(c!.chunk!.subarray(inChunk, inChunk + len), o);
       else out.fill(st === ZERO ? 0 : POISON_BYTE, o, o + len);
@@ -159,7 +187,7 @@ export class PageContents {
   fill(offset: number, length: number, value: number): void {
     this.#pieces(offset, length, (sec, page, inChunk, _at, len) => {
       const c = this.#get(sec);
-      if (len === PAGE_SIZE && value === 0 && c.state[page] !== DATA) {
+      if (len === PAGE_SIZE && value === 0 && this.#stateOf(c, page) !== DATA) {
         this.#setState(c, page, ZERO);
         return;
       }
@@ -218,7 +246,7 @@ export class PageContents {
     const first = Math.floor(inChunk / PAGE_SIZE);
     const last = Math.floor((inChunk + length - 1) / PAGE_SIZE);
     for (let p = first; p <= last; p++) {
-      if (sc.state[p] !== DATA) {
+      if (this.#stateOf(sc, p) !== DATA) {
         if (!forWrite) return undefined;
         this.#materialize(sc, p, false);
       }
@@ -239,9 +267,14 @@ export class PageContents {
     for (const sec of this.#table.keys()) {
       const c = this.#table.get(sec)!;
       const flags = keep(sec);
-      const st = c.state;
+      if (flags === undefined) {
+        // Nothing preserved here: the whole section is poisoned at once.
+        poisoned += c.touched;
+        this.#table.delete(sec);
+        continue;
+      }
       for (let i = 0; i < SECTION_PAGES; i++) {
-        if (st[i] === POISONED || (flags !== undefined && (flags[i]! & keepMask) !== 0)) continue;
+        if ((flags[i]! & keepMask) !== 0 || this.#stateOf(c, i) === POISONED) continue;
         this.#setState(c, i, POISONED);
         poisoned++;
       }
@@ -249,6 +282,7 @@ export class PageContents {
       else if (c.data === 0) {
         c.chunk = undefined;
         c.dv = undefined;
+        c.dirty = undefined;
       }
     }
     return poisoned;
