@@ -390,6 +390,25 @@ export class Machine {
   }
 
   /**
+   * Copies `target.length - offset` bytes starting at `phys` out of RAM into `target` from
+   * `offset` on (no allocation: for large copies into a buffer the caller already has).
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` (naming the address) when the range leaves RAM or
+   *   touches a page that is not allocated; `EINVAL` when `target` is not a Uint8Array or
+   *   `offset` is not an integer in `[0, target.length]`
+   */
+  readInto(phys: bigint, target: Uint8Array, offset = 0): void {
+    if (!(target instanceof Uint8Array)) {
+      throw new LiveUpdateError("EINVAL", `readInto at ${physName(phys)}: target is not a Uint8Array`);
+    }
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > target.length) {
+      throw new LiveUpdateError("EINVAL", `readInto at ${physName(phys)}: bad offset ${String(offset)}`);
+    }
+    const length = target.length - offset;
+    this.#contents.readInto(this.#checked(phys, length, "readInto"), length, target, offset);
+  }
+
+  /**
    * Copies `bytes` into RAM at `phys`.
    *
    * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or touches a page that is

@@ -154,6 +154,19 @@ export class PageContents {
 
   /** Copies `length` bytes at `offset` into `out` at `outOffset`: DATA, zeros or poison per page. */
   readInto(offset: number, length: number, out: Uint8Array, outOffset = 0): void {
+    // Fast path: one section whose pages in the range all hold data is one copy.
+    const sec0 = Math.floor(offset / SECTION_BYTES);
+    const in0 = offset - sec0 * SECTION_BYTES;
+    const c0 = this.#table.get(sec0);
+    if (c0 !== undefined && c0.chunk !== undefined && length > 0 && in0 + length <= SECTION_BYTES) {
+      let all = true;
+      const last = Math.floor((in0 + length - 1) / PAGE_SIZE);
+      for (let p = Math.floor(in0 / PAGE_SIZE); p <= last && all; p++) all = this.#stateOf(c0, p) === DATA;
+      if (all) {
+        out.set(c0.chunk.subarray(in0, in0 + length), outOffset);
+        return;
+      }
+    }
     this.#pieces(offset, length, (sec, page, inChunk, at, len) => {
       const c = this.#table.get(sec);
       const st = c === undefined ? POISONED : this.#stateOf(c, page);
@@ -172,11 +185,22 @@ export class PageContents {
 
   /** Writes `bytes` at `offset`; the pages written become DATA. */
   write(offset: number, bytes: Uint8Array): void {
-    this.#pieces(offset, bytes.length, (sec, page, inChunk, at, len) => {
+    // Per section: materialize the pages (whole ones need no fill), then one copy.
+    const end = offset + bytes.length;
+    for (let pos = offset; pos < end;) {
+      const sec = Math.floor(pos / SECTION_BYTES);
+      const inChunk = pos - sec * SECTION_BYTES;
+      const len = Math.min(end - pos, SECTION_BYTES - inChunk);
       const c = this.#get(sec);
-      this.#materialize(c, page, len === PAGE_SIZE);
-      c.chunk!.set(bytes.subarray(at, at + len), inChunk);
-    });
+      const first = Math.floor(inChunk / PAGE_SIZE);
+      const last = Math.floor((inChunk + len - 1) / PAGE_SIZE);
+      for (let p = first; p <= last; p++) {
+        const whole = p * PAGE_SIZE >= inChunk && (p + 1) * PAGE_SIZE <= inChunk + len;
+        this.#materialize(c, p, whole);
+      }
+      c.chunk!.set(bytes.subarray(pos - offset, pos - offset + len), inChunk);
+      pos += len;
+    }
   }
 
   /**

@@ -307,7 +307,7 @@ export class MemfdInode {
     const out = new Uint8Array(length);
     const machine = this.fs.machine;
     this.pieces(offset, offset + length, (phys, at, len) => {
-      if (phys !== undefined) out.set(machine.read(phys, len), at);
+      if (phys !== undefined) machine.readInto(phys, out.subarray(at, at + len));
     });
     return out;
   }
