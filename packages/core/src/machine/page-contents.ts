@@ -3,16 +3,16 @@
 // - POISONED: reads as POISON_BYTE (never-touched RAM, scrubbed pages). No host memory.
 // - ZERO: reads as zeros (allocated and zeroed, never written since). No host memory.
 // - DATA: its bytes live in the host chunk of its section.
-// Host chunks are 2 MiB buffers, one per section (an order-9 block, so a block or a huge folio
-// is always one contiguous chunk), allocated when a page of the section first gets DATA. A chunk
-// is zero-filled memory the host OS commits page by page as it is written (Buffer.alloc of
-// 2 MiB is a calloc served by mmap), so host memory follows the 4 KiB pages written, not the
-// 2 MiB chunks: measured with the 1 TiB machine test, 1 page written in each of 8192 sections
-// costs ~40 MiB of RSS, not 16 GiB. The scrub drops the chunks of sections left without DATA
-// pages, returning their memory to the host.
+// Host chunks are 2 MiB, one per section (an order-9 block, so a block or a huge folio is always
+// one contiguous chunk), taken from the machine's ChunkPool when a page of the section first
+// gets DATA. Chunk memory is committed by the host OS page by page as it is written, so host
+// memory follows the 4 KiB pages written, not the 2 MiB chunks: measured, 1 page written in
+// each of 4096 sections of a 64 GiB machine costs ~60 MiB of RSS, not 8 GiB. The scrub gives
+// the chunks of sections left without DATA pages back to the pool.
 // Per-section state (a SectionTable): 512 state bytes and the chunk. Cost is proportional to
 // the sections touched since they were last entirely poisoned, never to the size of RAM.
 
+import { ChunkPool, type Chunk } from "./chunk-pool.js";
 import { PAGE_SIZE, POISON_BYTE } from "./constants.js";
 import { SECTION_PAGES } from "./page-allocator.js";
 import { SectionTable } from "./section-table.js";
@@ -35,8 +35,9 @@ class SectionContents {
   touched = 0;
   /** Pages in DATA state. */
   data = 0;
-  /** The section's bytes; present while `data > 0`. */
+  /** The section's bytes (of `handle`); present while `data > 0`. */
   chunk: Uint8Array | undefined;
+  handle: Chunk | undefined;
   dv: DataView | undefined;
   /** Per page: 1 once its chunk bytes were written (a fresh chunk is zeros the host has not committed). */
   dirty: Uint8Array | undefined;
@@ -45,12 +46,15 @@ class SectionContents {
 /** Per-page content state of RAM (see the module comment). Offsets are bytes from the start of RAM. */
 export class PageContents {
   readonly #table = new SectionTable<SectionContents>();
+  readonly #pool = new ChunkPool();
 
-  /** Host bytes held in chunks (2 MiB per section with data; the OS commits less). */
-  get chunkBytes(): number {
-    let n = 0;
-    for (const sec of this.#table.keys()) if (this.#table.get(sec)!.chunk) n += SECTION_BYTES;
-    return n;
+  /** Gives the chunk of `c` back (its pages must hold no DATA any more). */
+  #dropChunk(c: SectionContents): void {
+    c.handle?.release();
+    c.handle = undefined;
+    c.chunk = undefined;
+    c.dv = undefined;
+    c.dirty = undefined;
   }
 
   #get(sec: number): SectionContents {
@@ -82,11 +86,10 @@ export class PageContents {
     const st = this.#stateOf(c, i);
     if (st === DATA) return;
     if (c.chunk === undefined) {
-      // A Uint8Array, not a Buffer: TypedArray fill/set are builtins, Buffer.fill with offsets
-      // validates in JS (~3 µs a call, measured: 3× slower allocation-heavy tests).
-      c.chunk = new Uint8Array(SECTION_BYTES);
+      c.handle = this.#pool.acquire();
+      c.chunk = c.handle.bytes;
       c.dv = new DataView(c.chunk.buffer, c.chunk.byteOffset, SECTION_BYTES);
-      c.dirty = new Uint8Array(SECTION_PAGES);
+      c.dirty = new Uint8Array(SECTION_PAGES).fill(c.handle.fresh ? 0 : 1);
     }
     // Zeroing a page of a fresh chunk would only make the host commit it: it is zeros already.
     if (!overwritten && (st === POISONED || c.dirty![i] === 1)) {
@@ -141,9 +144,7 @@ export class PageContents {
       c.uniform = ZERO;
       c.touched = SECTION_PAGES;
       c.data = 0;
-      c.chunk = undefined;
-      c.dv = undefined;
-      c.dirty = undefined;
+      this.#dropChunk(c);
       return;
     }
     for (let p = first, end = first + count; p < end; p++) {
@@ -294,6 +295,7 @@ export class PageContents {
       if (flags === undefined) {
         // Nothing preserved here: the whole section is poisoned at once.
         poisoned += c.touched;
+        this.#dropChunk(c);
         this.#table.delete(sec);
         continue;
       }
@@ -302,12 +304,8 @@ export class PageContents {
         this.#setState(c, i, POISONED);
         poisoned++;
       }
+      if (c.data === 0) this.#dropChunk(c);
       if (c.touched === 0) this.#table.delete(sec);
-      else if (c.data === 0) {
-        c.chunk = undefined;
-        c.dv = undefined;
-        c.dirty = undefined;
-      }
     }
     return poisoned;
   }
