@@ -177,7 +177,7 @@ export class Kernel {
   }
 
   private async teardown(): Promise<void> {
-    const errors: unknown[] = [];
+    const errors: LiveUpdateError[] = [];
     while (this.teardowns.length > 0) {
       const t = this.teardowns.pop()!;
       try {
@@ -186,7 +186,7 @@ export class Kernel {
         errors.push(toLiveUpdateError(e, `plugin "${t.name}" teardown`));
       }
     }
-    for (const e of errors) this.liveupdate.events.warn(e as LiveUpdateError);
+    for (const e of errors) this.liveupdate.events.warn(e);
   }
 
   /**
