@@ -180,6 +180,23 @@ describe("messages say what the value is", () => {
     );
   });
 
+  it("machine addresses and values", () => {
+    const m = new Machine({ memory: "8 MiB" });
+    const phys = m.allocPages(0);
+    expect(throws(() => m.read(js<bigint>("0x1000"), 4), "EINVAL").message).toBe(
+      'EINVAL: read: the address is a string "0x1000", not a bigint',
+    );
+    expect(throws(() => m.writeU64(phys, js<bigint>(5)), "EINVAL").message).toBe(
+      `EINVAL: writeU64 at 0x${phys.toString(16)}: the value is a number 5, not a bigint`,
+    );
+    expect(throws(() => m.read(phys, js<number>("4")), "EINVAL").message).toBe(
+      `EINVAL: read at 0x${phys.toString(16)}: bad length a string "4"`,
+    );
+    expect(throws(() => m.allocPages(js<number>("1")), "EINVAL").message).toBe(
+      'EINVAL: allocPages: order a string "1" is not an integer in 0..9',
+    );
+  });
+
   it("a duplicate outgoing session", async () => {
     const { dev } = await bootTest();
     await dev.createSession("dup");

@@ -2,7 +2,7 @@
 // buddy page allocator, preserved-page marks, checked physical memory access, the kexec scrub,
 // allocator rebuild for the next kernel, the KHO root pointer, and machine image save/load.
 
-import { ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
+import { describeValue, ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
 import { DEFAULT_RAM_BASE, MAX_ORDER, MAX_ORDER_BYTES, PAGE_SIZE, PHYS_ADDR_LIMIT } from "./constants.js";
 import { PageSnapshot, type CheckpointState, type MachineCheckpoint } from "./checkpoint.js";
 import { hex } from "./hex.js";
@@ -60,15 +60,21 @@ export interface MachineSaveOptions {
 const BIG_PAGE_SIZE = BigInt(PAGE_SIZE);
 const U64_LIMIT = 1n << 64n;
 
+/** An address for messages: hex for a bigint, else what it is (`a string "0x1000"`). */
 function physName(phys: unknown): string {
-  return typeof phys === "bigint" ? hex(phys) : String(phys);
+  return typeof phys === "bigint" ? hex(phys) : describeValue(phys);
+}
+
+/** A count, order or length for messages: the number, else what it is (`a string "4"`). */
+function numName(v: unknown): string {
+  return typeof v === "number" ? String(v) : describeValue(v);
 }
 
 function checkOrder(order: unknown, what: string): number {
   if (typeof order !== "number" || !Number.isInteger(order) || order < 0 || order > MAX_ORDER) {
     throw new LiveUpdateError(
       "EINVAL",
-      `${what}: order ${String(order)} is not an integer in 0..${MAX_ORDER}`,
+      `${what}: order ${numName(order)} is not an integer in 0..${MAX_ORDER}`,
     );
   }
   return order;
@@ -185,9 +191,9 @@ export class Machine {
   /** RAM offset of `[phys, phys + length)`; EFAULT when outside RAM. */
   #offset(phys: bigint, length: number, what: string): number {
     if (typeof phys !== "bigint")
-      throw new LiveUpdateError("EINVAL", `${what}: address ${String(phys)} is not a bigint`);
+      throw new LiveUpdateError("EINVAL", `${what}: the address is ${describeValue(phys)}, not a bigint`);
     if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 0) {
-      throw new LiveUpdateError("EINVAL", `${what} at ${hex(phys)}: bad length ${String(length)}`);
+      throw new LiveUpdateError("EINVAL", `${what} at ${hex(phys)}: bad length ${numName(length)}`);
     }
     // RAM ends below 2^52, so Number(phys) is exact for every in-range address and any rounding
     // of larger values keeps them out of range.
@@ -377,7 +383,7 @@ export class Machine {
     if (!Number.isSafeInteger(pages) || pages < 0) {
       throw new LiveUpdateError(
         "EINVAL",
-        `isPreservedRange at ${physName(phys)}: bad page count ${String(pages)}`,
+        `isPreservedRange at ${physName(phys)}: bad page count ${numName(pages)}`,
       );
     }
     const first = Math.floor(this.#offset(phys, 1, "isPreservedRange") / PAGE_SIZE);
@@ -445,7 +451,7 @@ export class Machine {
    */
   writeU32(phys: bigint, value: number): void {
     if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
-      throw new LiveUpdateError("EINVAL", `writeU32 at ${physName(phys)}: ${value} is not a u32`);
+      throw new LiveUpdateError("EINVAL", `writeU32 at ${physName(phys)}: ${numName(value)} is not a u32`);
     }
     this.#dv.setUint32(this.#writable(phys, 4, "writeU32"), value, true);
   }
@@ -466,8 +472,17 @@ export class Machine {
    *   `EFAULT` when the 8 bytes leave RAM or are not allocated
    */
   writeU64(phys: bigint, value: bigint): void {
-    if (typeof value !== "bigint" || value < 0n || value >= U64_LIMIT) {
-      throw new LiveUpdateError("EINVAL", `writeU64 at ${physName(phys)}: ${String(value)} is not a u64`);
+    if (typeof value !== "bigint") {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `writeU64 at ${physName(phys)}: the value is ${describeValue(value)}, not a bigint`,
+      );
+    }
+    if (value < 0n || value >= U64_LIMIT) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `writeU64 at ${physName(phys)}: ${value} is not a u64 (0 to 2^64 - 1)`,
+      );
     }
     this.#dv.setBigUint64(this.#writable(phys, 8, "writeU64"), value, true);
   }
