@@ -37,10 +37,10 @@ import {
   KHO_INCOMING,
   LIVE_UPDATE,
   MACHINE,
-  checkPlugins,
   type Plugin,
   type PluginContext,
 } from "../plugin/index.js";
+import { checkPlugins } from "../plugin/plugin.js";
 
 /** Options of a boot. */
 export interface BootOptions {
