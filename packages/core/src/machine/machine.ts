@@ -702,7 +702,7 @@ export class Machine {
       khoRoot: this.#khoRoot,
       blocks: this.#imageBlocks(false),
       contentsMark: contents.mark(),
-      pages: new PageSnapshot(this.#ram, this.totalPages, (p) => contents.isLive(p)),
+      pages: new PageSnapshot(this.#ram, (p) => contents.isLive(p)),
     };
     this.#checkpoint = state;
     const close = (): void => {
