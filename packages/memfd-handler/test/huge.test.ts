@@ -229,7 +229,10 @@ describe("memfd with 2 MiB folios", () => {
     // Unit 1 was split (its punched page is refilled with a 4 KiB folio at preserve).
     expect(l1.filter(([, o]) => o === 0).length).toBe(512 + 512);
     // One folio record per folio: 3 + 1024, not 5 × 512.
-    const ser = k1.kernel.liveupdate.outgoing.get("vm")!.files.get(1n)!.data;
+    const ser = k1.kernel.liveupdate
+      .handingOver()
+      .sessions.find((x) => x.name === "vm")!
+      .files.find((f) => f.token === 1n)!.data;
     expect(k1.machine.readU64(ser + BigInt(MEMFD_LUO_SER.nrFolios))).toBe(1027n);
     p.pwrite(fd, Uint8Array.of(0xee), 3 * HUGE + 1); // after preserve: captured at reboot
 
@@ -292,7 +295,10 @@ describe("memfd with 2 MiB folios", () => {
       [0, MAX_ORDER],
       [512, 0],
     ]);
-    const ser = k1.kernel.liveupdate.outgoing.get("vm")!.files.get(1n)!.data;
+    const ser = k1.kernel.liveupdate
+      .handingOver()
+      .sessions.find((x) => x.name === "vm")!
+      .files.find((f) => f.token === 1n)!.data;
     const chunk = k1.machine.readU64(ser + BigInt(MEMFD_LUO_SER.folios));
     const recordPage = k1.machine.readU64(chunk + 8n);
     k1.machine.writeU64(recordPage + BigInt(16 * record + 8), index);

@@ -43,6 +43,12 @@ class SectionContents {
   dirty: Uint8Array | undefined;
 }
 
+/** A page as a checkpoint saved it: its state, and its bytes when it held data. */
+export interface SavedPage {
+  readonly state: number;
+  readonly bytes?: Uint8Array;
+}
+
 /** Per-page content state of RAM (see the module comment). Offsets are bytes from the start of RAM. */
 export class PageContents {
   readonly #table = new SectionTable<SectionContents>();
@@ -277,6 +283,30 @@ export class PageContents {
       }
     }
     return { dv: sc.dv!, pos: inChunk };
+  }
+
+  /** The state of page `pfn` and, when it holds data, a copy of its bytes (for a checkpoint). */
+  savePage(pfn: number): SavedPage {
+    const sec = Math.floor(pfn / SECTION_PAGES);
+    const c = this.#table.get(sec);
+    const i = pfn - sec * SECTION_PAGES;
+    const state = c === undefined ? POISONED : this.#stateOf(c, i);
+    if (state !== DATA) return { state };
+    return { state, bytes: c!.chunk!.slice(i * PAGE_SIZE, (i + 1) * PAGE_SIZE) };
+  }
+
+  /** Puts page `pfn` back as {@link PageContents.savePage} saved it. */
+  restorePage(pfn: number, saved: SavedPage): void {
+    const sec = Math.floor(pfn / SECTION_PAGES);
+    const i = pfn - sec * SECTION_PAGES;
+    if (saved.bytes !== undefined) {
+      const c = this.#get(sec);
+      this.#materialize(c, i, true);
+      c.chunk!.set(saved.bytes, i * PAGE_SIZE);
+      return;
+    }
+    const c = saved.state === POISONED ? this.#table.get(sec) : this.#get(sec);
+    if (c !== undefined) this.#setState(c, i, saved.state);
   }
 
   /**
