@@ -144,12 +144,13 @@ export class PageAllocator {
   }
 
   /**
-   * The per-page flags of section `sec` when at least one of its pages is preserved, else
-   * undefined (what the scrub needs to know which pages keep their contents).
+   * The per-page flags of section `sec` when some of its pages are preserved, `"all"` when all
+   * are, else undefined (what the scrub needs to know which pages keep their contents).
    */
-  preservedFlags(sec: number): Uint8Array | undefined {
+  preservedFlags(sec: number): Uint8Array | "all" | undefined {
     const s = this.#table.get(sec);
-    return s !== undefined && s !== WHOLE && (s as Section).preserved > 0 ? (s as Section).flags : undefined;
+    if (s === undefined || s === WHOLE || (s as Section).preserved === 0) return undefined;
+    return (s as Section).preserved === SECTION_PAGES ? "all" : (s as Section).flags;
   }
 
   /** Calls `fn(head, order)` for every allocated block, in ascending address order. */

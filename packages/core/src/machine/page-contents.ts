@@ -312,16 +312,17 @@ export class PageContents {
   /**
    * Poisons every touched page for which `keep(section)` does not mark the page preserved:
    * `keep` returns the allocator's per-page flags of a section with preserved pages (bit
-   * `keepMask` set on the pages to keep) or undefined. Sections left without data give their
+   * `keepMask` set on the pages to keep), `"all"` for a fully preserved section, or undefined. Sections left without data give their
    * chunk back; sections left all poisoned leave the table. Cost: the sections touched.
    *
    * @returns the number of pages poisoned
    */
-  scrub(keep: (sec: number) => Uint8Array | undefined, keepMask: number): number {
+  scrub(keep: (sec: number) => Uint8Array | "all" | undefined, keepMask: number): number {
     let poisoned = 0;
     for (const sec of this.#table.keys()) {
       const c = this.#table.get(sec)!;
       const flags = keep(sec);
+      if (flags === "all") continue; // a fully preserved section keeps everything
       if (flags === undefined) {
         // Nothing preserved here: the whole section is poisoned at once.
         poisoned += c.touched;
