@@ -7,7 +7,7 @@
 // one contiguous chunk), taken from the machine's ChunkPool when a page of the section first
 // gets DATA. Chunk memory is committed by the host OS page by page as it is written, so host
 // memory follows the 4 KiB pages written, not the 2 MiB chunks: measured, 1 page written in
-// each of 4096 sections of a 64 GiB machine costs ~60 MiB of RSS, not 8 GiB. The scrub gives
+// each of 4096 sections of a 64 GiB machine grows RSS by ~25 MiB, not 8 GiB. The scrub gives
 // the chunks of sections left without DATA pages back to the pool.
 // Per-section state (a SectionTable): 512 state bytes and the chunk. Cost is proportional to
 // the sections touched since they were last entirely poisoned, never to the size of RAM.
