@@ -10,6 +10,9 @@
 //   then the lowest run, hands out exactly the blocks the classic doubly linked list would.
 // - WHOLE: one allocated order-9 block with no preserved page (a shared marker, no memory of its
 //   own): the common case for huge folios and for a host whose RAM is all in use.
+// - KEPT: one allocated order-9 block with every page preserved (a shared marker too): a
+//   preserved huge folio. Measured: 32 Ki preserved 2 MiB folios (a 64 GiB guest) as Sections
+//   cost 0.7 s in typed-array allocation and GC at preserve time; as markers, nothing.
 // - a Section: per-page flags and orders (1 KiB) and, once a free block of order < 9 lives in
 //   it, the links of the per-order free lists (8 KiB). Sections only hold order < 9 blocks or a
 //   preserved order-9 block, i.e. memory in use at 4 KiB granularity, where 9 KiB per 2 MiB
@@ -46,7 +49,9 @@ class Section {
 
 /** Marker of a section that is one allocated, unpreserved order-9 block. */
 const WHOLE = Object.freeze({ whole: true });
-type Slot = Section | typeof WHOLE;
+/** Marker of a section that is one allocated order-9 block with every page preserved. */
+const KEPT = Object.freeze({ kept: true });
+type Slot = Section | typeof WHOLE | typeof KEPT;
 
 /**
  * Buddy allocator over `totalPages` page frames (a multiple of `2^MAX_ORDER`). Allocation and
@@ -87,6 +92,7 @@ export class PageAllocator {
     if (s === undefined) return 0;
     const i = pfn - sec * SECTION_PAGES;
     if (s === WHOLE) return i === 0 ? PG_ALLOCATED | PG_HEAD : PG_ALLOCATED;
+    if (s === KEPT) return (i === 0 ? PG_ALLOCATED | PG_HEAD : PG_ALLOCATED) | PG_PRESERVED;
     return (s as Section).flags[i]!;
   }
 
@@ -94,7 +100,7 @@ export class PageAllocator {
   orderOf(pfn: number): number {
     const sec = Math.floor(pfn / SECTION_PAGES);
     const s = this.#table.get(sec)!;
-    return s === WHOLE ? MAX_ORDER : (s as Section).order[pfn - sec * SECTION_PAGES]!;
+    return s === WHOLE || s === KEPT ? MAX_ORDER : (s as Section).order[pfn - sec * SECTION_PAGES]!;
   }
 
   /** True when `pfn` is the head of a live allocated block of exactly `order`. */
@@ -115,7 +121,7 @@ export class PageAllocator {
       const stop = Math.min(end, (sec + 1) * SECTION_PAGES);
       const s = this.#table.get(sec);
       if (s === undefined) return p;
-      if (s !== WHOLE) {
+      if (s !== WHOLE && s !== KEPT) {
         const f = (s as Section).flags;
         const base = sec * SECTION_PAGES;
         for (let q = p; q < stop; q++) if ((f[q - base]! & PG_ALLOCATED) === 0) return q;
@@ -133,7 +139,8 @@ export class PageAllocator {
       const sec = Math.floor(p / SECTION_PAGES);
       const stop = Math.min(end, (sec + 1) * SECTION_PAGES);
       const s = this.#table.get(sec);
-      if (s !== undefined && s !== WHOLE && (s as Section).preserved > 0) {
+      if (s === KEPT) n += stop - p;
+      else if (s !== undefined && s !== WHOLE && (s as Section).preserved > 0) {
         const sect = s as Section;
         const base = sec * SECTION_PAGES;
         if (p === base && stop === base + SECTION_PAGES) n += sect.preserved;
@@ -150,6 +157,7 @@ export class PageAllocator {
    */
   preservedFlags(sec: number): Uint8Array | "all" | undefined {
     const s = this.#table.get(sec);
+    if (s === KEPT) return "all";
     if (s === undefined || s === WHOLE || (s as Section).preserved === 0) return undefined;
     return (s as Section).preserved === SECTION_PAGES ? "all" : (s as Section).flags;
   }
@@ -159,7 +167,7 @@ export class PageAllocator {
     for (const sec of this.#table.keys()) {
       const s = this.#table.get(sec)!;
       const base = sec * SECTION_PAGES;
-      if (s === WHOLE) {
+      if (s === WHOLE || s === KEPT) {
         fn(base, MAX_ORDER);
         continue;
       }
@@ -231,6 +239,13 @@ export class PageAllocator {
   /** Marks `[first, first + count)` preserved (pages must be allocated). Idempotent. */
   markPreserved(first: number, count: number): void {
     this.#eachSectionPart(first, count, (sec, from, to) => {
+      const slot = this.#table.get(sec);
+      if (slot === KEPT) return;
+      if (slot === WHOLE && from === 0 && to === SECTION_PAGES) {
+        this.#table.set(sec, KEPT);
+        this.preservedPages += SECTION_PAGES;
+        return;
+      }
       const s = this.#section(sec);
       const f = s.flags;
       for (let i = from; i < to; i++) {
@@ -246,7 +261,12 @@ export class PageAllocator {
   /** Clears preserved marks in `[first, first + count)`. Idempotent. */
   clearPreserved(first: number, count: number): void {
     this.#eachSectionPart(first, count, (sec, from, to) => {
-      const s = this.#table.get(sec);
+      if (this.#table.get(sec) === KEPT && from === 0 && to === SECTION_PAGES) {
+        this.#table.set(sec, WHOLE);
+        this.preservedPages -= SECTION_PAGES;
+        return;
+      }
+      const s = this.#table.get(sec) === KEPT ? this.#section(sec) : this.#table.get(sec);
       if (s === undefined || s === WHOLE || (s as Section).preserved === 0) return;
       const sect = s as Section;
       const f = sect.flags;
@@ -270,6 +290,7 @@ export class PageAllocator {
     for (const sec of this.#table.keys()) {
       const s = this.#table.get(sec)!;
       const base = sec * SECTION_PAGES;
+      if (s === KEPT) continue;
       if (s === WHOLE) {
         this.allocatedPages -= SECTION_PAGES;
         this.freePages += SECTION_PAGES;
@@ -277,6 +298,8 @@ export class PageAllocator {
         this.#stack.push(sec);
         continue;
       }
+      // Fully preserved: every block in it stays (the common case of a preserved huge folio).
+      if ((s as Section).preserved === SECTION_PAGES) continue;
       const { flags, order } = s as Section;
       const heads: number[] = [];
       for (let i = 0; i < SECTION_PAGES; i++) if (flags[i]! & PG_HEAD) heads.push(i);
@@ -368,15 +391,20 @@ export class PageAllocator {
 
   // ---------------------------------------------------------------- internals
 
-  /** The Section of `sec`, turning a WHOLE marker into one (order-9 head, all pages allocated). */
+  /**
+   * The Section of `sec`, turning a WHOLE or KEPT marker into one (order-9 head, all pages
+   * allocated, and for KEPT all preserved).
+   */
   #section(sec: number): Section {
     const s = this.#table.get(sec);
-    if (s !== undefined && s !== WHOLE) return s as Section;
+    if (s !== undefined && s !== WHOLE && s !== KEPT) return s as Section;
     const sect = new Section();
-    if (s === WHOLE) {
-      sect.flags.fill(PG_ALLOCATED);
-      sect.flags[0] = PG_ALLOCATED | PG_HEAD;
+    if (s === WHOLE || s === KEPT) {
+      const kept = s === KEPT ? PG_PRESERVED : 0;
+      sect.flags.fill(PG_ALLOCATED | kept);
+      sect.flags[0] = PG_ALLOCATED | PG_HEAD | kept;
       sect.order[0] = MAX_ORDER;
+      if (s === KEPT) sect.preserved = SECTION_PAGES;
     }
     this.#table.set(sec, sect);
     return sect;
