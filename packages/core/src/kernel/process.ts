@@ -11,7 +11,7 @@
  */
 import { LiveUpdateError } from "../errors.js";
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SEEK_CUR, SEEK_END, SEEK_SET } from "./file.js";
-import type { KernelFile } from "./file.js";
+import type { KernelFile, WaitOptions } from "./file.js";
 import type { KernelContext } from "./context.js";
 
 /** `fcntl` command: add seals. */
@@ -102,6 +102,32 @@ export class Process {
   write(fd: number, data: Uint8Array): number {
     const f = this.file(fd);
     const n = f.writeAt(f.pos, data);
+    f.pos += n;
+    return n;
+  }
+
+  /**
+   * `read` that may wait: like {@link Process.read}, but where the file would block (an eventfd
+   * at 0) the promise waits until a write or signal lets the read proceed; it never spins. The
+   * fd may be closed meanwhile (the wait holds the file). Errors as `read`, plus `EINTR` when
+   * `options.signal` aborts the wait and `ESHUTDOWN` when the kernel halts during it.
+   */
+  async readAsync(fd: number, length: number, options?: WaitOptions): Promise<Uint8Array> {
+    const f = this.file(fd);
+    checkOffset(length, "length");
+    const out = await f.readWait(this, f.pos, length, options);
+    f.pos += out.length;
+    return out;
+  }
+
+  /**
+   * `write` that may wait: like {@link Process.write}, but where the file would block (an
+   * eventfd without room) the promise waits until a read makes room. Errors as `write`, plus
+   * `EINTR` and `ESHUTDOWN` as for {@link Process.readAsync}.
+   */
+  async writeAsync(fd: number, data: Uint8Array, options?: WaitOptions): Promise<number> {
+    const f = this.file(fd);
+    const n = await f.writeWait(this, f.pos, data, options);
     f.pos += n;
     return n;
   }
