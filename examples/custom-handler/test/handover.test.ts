@@ -24,6 +24,7 @@ import {
   type Kernel,
   type Process,
 } from "@luo/core";
+import { createTestFile } from "@luo/core/testing";
 import { EVENTFD_LUO_SER, EVENTFD_LUO_SER_SIZE, decodeEventFdRecord, eventfdLuo } from "@luo/eventfd-handler";
 
 /** The six eventfds: token, initval, flags, what a write after PRESERVE adds, expected count. */
@@ -166,16 +167,17 @@ console.log(JSON.stringify(out));
     const idle = pages();
     const dev = await proc.openLiveUpdate();
     const s = await dev.createSession("irqs");
-    const withSession = pages();
     const fd = eventfd(proc, 1);
-    await s.preserveFd(fd, 1n);
-    expect(pages()).toBe(withSession + 1);
+    await s.preserveFd(eventfd(proc, 2), 1n); // the first file also makes the session's file block
+    const oneFile = pages();
+    await s.preserveFd(fd, 2n);
+    expect(pages()).toBe(oneFile + 1); // one page per eventfd
     await s.close(); // unpreserves every file of the session
     expect(pages()).toBe(idle);
     expect(eventfdFile(proc, fd).refCount).toBe(1);
-    const other = await proc.open("/dev/liveupdate");
+    const other = createTestFile(proc, "not-an-eventfd");
     const s2 = await dev.createSession("other");
-    const e = await s2.preserveFd(other, 2n).then(
+    const e = await s2.preserveFd(other, 3n).then(
       () => undefined,
       (err: unknown) => err,
     );
