@@ -10,6 +10,7 @@ import {
   EVENTFD_COUNT_MAX,
   EventFdFile,
   Machine,
+  SEEK_CUR,
   SEEK_SET,
   eventfd,
   eventfdCtxFdget,
@@ -74,9 +75,15 @@ describe("eventfd creation", () => {
     expect(f.count).toBe(0n);
   });
 
-  it("is not seekable and not an eventfd lookup for other files", () => {
-    const fd = eventfd(proc);
-    throws(() => proc.lseek(fd, 0, SEEK_SET), "ESPIPE");
+  it("has no position (lseek is a no-op, pread/pwrite ESPIPE); other files are not eventfds", () => {
+    const fd = eventfd(proc, 1);
+    proc.write(fd, u64(2n));
+    expect(proc.lseek(fd, 100, SEEK_SET)).toBe(0);
+    expect(proc.lseek(fd, 0, 99)).toBe(0);
+    throws(() => proc.pread(fd, 8, 0), "ESPIPE");
+    throws(() => proc.pwrite(fd, u64(1n), 0), "ESPIPE");
+    expect(val(proc.read(fd, 8))).toBe(3n);
+    expect(proc.lseek(fd, 0, SEEK_CUR)).toBe(0);
     throws(() => eventfdFile(proc, createTestFile(proc, "t")), "EINVAL");
     throws(() => eventfdFile(proc, 99), "EBADF");
     throws(() => eventfdCtxFdget(proc, 99), "EBADF");

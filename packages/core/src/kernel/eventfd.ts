@@ -16,7 +16,8 @@
  *   Waiting never spins: a waiter is a promise resolved by the write, read or signal that lets it
  *   proceed, in arrival order. A wait ends with `ESHUTDOWN` when the kernel halts and with `EINTR`
  *   when the caller's `AbortSignal` fires (the model of a signal interrupting the syscall).
- * - lseek is `ESPIPE`; the file position is ignored.
+ * - The file has no position: `lseek` returns 0 whatever its arguments (Linux `noop_llseek`),
+ *   `pread`/`pwrite` are `ESPIPE`.
  *
  * In-kernel API (a driver that raises interrupts through a user's eventfd, e.g. vfio's
  * `SET_IRQS`): {@link eventfdCtxFdget} takes a reference on the eventfd behind a user's fd
@@ -137,6 +138,11 @@ export class EventFdFile extends KernelFile {
     this.counter += added;
     this.wake();
     return added;
+  }
+
+  /** False: an eventfd has no position (see the module comment). */
+  override get positional(): boolean {
+    return false;
   }
 
   override readAt(_offset: number, length: number): Uint8Array {

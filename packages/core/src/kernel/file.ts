@@ -124,6 +124,15 @@ export abstract class KernelFile {
     }
   }
 
+  /**
+   * False for a file whose position means nothing (an eventfd): reads and writes leave
+   * {@link KernelFile.pos} alone, `lseek` returns it unchanged whatever the arguments (Linux
+   * `noop_llseek`), and `pread`/`pwrite` fail with `ESPIPE`. Default: true.
+   */
+  get positional(): boolean {
+    return true;
+  }
+
   /** Current size in bytes, for `SEEK_END`. Default: `ESPIPE` (not seekable). */
   size(): number {
     throw new LiveUpdateError("ESPIPE", `${this.description} is not seekable`);

@@ -59,6 +59,14 @@ export class Process {
     return f;
   }
 
+  /** The file behind `fd` for pread/pwrite: `ESPIPE` if it has no position. */
+  private positionalFile(fd: number, op: string): KernelFile {
+    const f = this.file(fd);
+    if (!f.positional)
+      throw new LiveUpdateError("ESPIPE", `${op}: ${f.description} (fd ${fd}) has no position`);
+    return f;
+  }
+
   /** Installs `file` at the lowest free fd, consuming one reference the caller owns. */
   installFile(file: KernelFile): number {
     this.check();
@@ -94,7 +102,7 @@ export class Process {
     const f = this.file(fd);
     checkOffset(length, "length");
     const out = f.readAt(f.pos, length);
-    f.pos += out.length;
+    if (f.positional) f.pos += out.length;
     return out;
   }
 
@@ -102,7 +110,7 @@ export class Process {
   write(fd: number, data: Uint8Array): number {
     const f = this.file(fd);
     const n = f.writeAt(f.pos, data);
-    f.pos += n;
+    if (f.positional) f.pos += n;
     return n;
   }
 
@@ -116,7 +124,7 @@ export class Process {
     const f = this.file(fd);
     checkOffset(length, "length");
     const out = await f.readWait(this, f.pos, length, options);
-    f.pos += out.length;
+    if (f.positional) f.pos += out.length;
     return out;
   }
 
@@ -128,28 +136,32 @@ export class Process {
   async writeAsync(fd: number, data: Uint8Array, options?: WaitOptions): Promise<number> {
     const f = this.file(fd);
     const n = await f.writeWait(this, f.pos, data, options);
-    f.pos += n;
+    if (f.positional) f.pos += n;
     return n;
   }
 
-  /** Reads up to `length` bytes at `offset` without moving the position. */
+  /** Reads up to `length` bytes at `offset` without moving the position. `ESPIPE` for a file without a position. */
   pread(fd: number, length: number, offset: number): Uint8Array {
-    const f = this.file(fd);
+    const f = this.positionalFile(fd, "pread");
     checkOffset(length, "length");
     checkOffset(offset, "offset");
     return f.readAt(offset, length);
   }
 
-  /** Writes `data` at `offset` without moving the position; returns bytes written. */
+  /** Writes `data` at `offset` without moving the position; returns bytes written. `ESPIPE` for a file without a position. */
   pwrite(fd: number, data: Uint8Array, offset: number): number {
-    const f = this.file(fd);
+    const f = this.positionalFile(fd, "pwrite");
     checkOffset(offset, "offset");
     return f.writeAt(offset, data);
   }
 
-  /** Moves the file position (`SEEK_SET`/`SEEK_CUR`/`SEEK_END`); returns the new position. */
+  /**
+   * Moves the file position (`SEEK_SET`/`SEEK_CUR`/`SEEK_END`); returns the new position.
+   * `ESPIPE` for a file that cannot seek; a file without a position returns it unchanged.
+   */
   lseek(fd: number, offset: number, whence: number): number {
     const f = this.file(fd);
+    if (!f.positional) return f.pos; // noop_llseek
     const size = f.size(); // ESPIPE for files that cannot seek
     let base: number;
     if (whence === SEEK_SET) base = 0;
