@@ -61,8 +61,8 @@ async function preserveSix(): Promise<{ kernel: Kernel; proc: Process; data: Map
     await s.preserveFd(fd, e.token);
   }
   for (const e of SIX) if (e.later > 0n) proc.write(fds.get(e.token)!, u64(e.later));
-  const files = kernel.liveupdate.outgoing.get("irqs")!.files;
-  return { kernel, proc, data: new Map(SIX.map((e) => [e.token, files.get(e.token)!.data])) };
+  const files = kernel.liveupdate.handingOver().sessions.find((x) => x.name === "irqs")!.files;
+  return { kernel, proc, data: new Map(files.map((f) => [f.token, f.data])) };
 }
 
 /** Retrieves the six in `kernel`, checks counter and flags, finishes; returns the process. */
@@ -90,11 +90,11 @@ afterAll(() => rm(dir, { recursive: true, force: true }));
 describe("eventfd-v1 live update", () => {
   it("six eventfds come back with counter and flags; nothing is left preserved", async () => {
     const { kernel } = await preserveSix();
-    const k2 = (await kernel.kexec())!;
+    const k2 = await kernel.kexec();
     const proc = await retrieveSix(k2);
     expect(k2.incoming?.unrestoredPages).toBe(0);
     expect(k2.machine.stats()).toEqual(
-      (await (await new Machine({ memory: "32 MiB" }).boot()).kexec())!.machine.stats(),
+      (await (await new Machine({ memory: "32 MiB" }).boot()).kexec()).machine.stats(),
     );
     // The retrieved eventfds are ordinary eventfds of the new kernel.
     const fd = eventfd(proc, 2, EFD_SEMAPHORE);
@@ -139,7 +139,7 @@ console.log(JSON.stringify(out));
     const s = await (await proc.openLiveUpdate()).createSession("irqs");
     const fd = eventfd(proc, 7, EFD_SEMAPHORE | EFD_NONBLOCK);
     await s.preserveFd(fd, 1n);
-    const data = kernel.liveupdate.outgoing.get("irqs")!.files.get(1n)!.data;
+    const data = kernel.liveupdate.handingOver().sessions[0]!.files[0]!.data;
     const record = (): ReturnType<typeof decodeEventFdRecord> =>
       decodeEventFdRecord(kernel.machine.view(data, EVENTFD_LUO_SER_SIZE), "test");
     expect(record()).toEqual({ count: 7n, flags: EFD_SEMAPHORE | EFD_NONBLOCK });
