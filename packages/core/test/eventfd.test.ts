@@ -155,6 +155,8 @@ describe("eventfd read and write", () => {
     expect(await proc.writeAsync(fd, u64(3n))).toBe(8);
     expect(val(await proc.readAsync(fd, 8))).toBe(5n);
     await rejects(proc.readAsync(fd, 4), "EINVAL");
+    await rejects(proc.readAsync(fd, 8, { signal: "x" as unknown as AbortSignal }), "EINVAL");
+    await rejects(proc.writeAsync(fd, u64(1n), 5 as unknown as { signal?: AbortSignal }), "EINVAL");
     await rejects(proc.writeAsync(fd, u64(EVENTFD_COUNT_MAX)), "EINVAL");
   });
 });

@@ -28,6 +28,16 @@ function checkOffset(value: number, what: string): void {
   }
 }
 
+function checkWaitOptions(options: WaitOptions | undefined, what: string): void {
+  if (options === undefined) return;
+  if (typeof options !== "object" || options === null) {
+    throw new LiveUpdateError("EINVAL", `${what}: options must be an object`);
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new LiveUpdateError("EINVAL", `${what}: options.signal is not an AbortSignal`);
+  }
+}
+
 /** A user process: a name, a pid and an fd table. */
 export class Process {
   private readonly fds = new Map<number, KernelFile>();
@@ -123,6 +133,7 @@ export class Process {
   async readAsync(fd: number, length: number, options?: WaitOptions): Promise<Uint8Array> {
     const f = this.file(fd);
     checkOffset(length, "length");
+    checkWaitOptions(options, "readAsync");
     const out = await f.readWait(this, f.pos, length, options);
     if (f.positional) f.pos += out.length;
     return out;
@@ -135,6 +146,7 @@ export class Process {
    */
   async writeAsync(fd: number, data: Uint8Array, options?: WaitOptions): Promise<number> {
     const f = this.file(fd);
+    checkWaitOptions(options, "writeAsync");
     const n = await f.writeWait(this, f.pos, data, options);
     if (f.positional) f.pos += n;
     return n;
