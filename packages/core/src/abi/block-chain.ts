@@ -23,10 +23,16 @@ import { BLOCK_HEADER_SIZE, LUO_MAX_BLOCKS, type BlockGeometry } from "./layout.
 /**
  * Writes entry `index` into `view` at byte `offset`. The entry's space holds what was written
  * there before (zero for a new entry), so a writer may update single fields.
+ *
+ * @category Handover ABI
  */
 export type EntryWriter = (view: DataView, bytes: Uint8Array, offset: number, index: number) => void;
 
-/** A chain of preserved blocks owned by the outgoing kernel. */
+/**
+ * A chain of preserved blocks owned by the outgoing kernel.
+ *
+ * @category Handover ABI
+ */
 export class BlockChain {
   private readonly blocks: PreservedBlock[] = [];
   private readonly views: DataView[] = [];

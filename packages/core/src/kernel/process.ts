@@ -14,12 +14,24 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SEEK_CUR, SEEK_END, SEEK_SET
 import type { KernelFile } from "./file.js";
 import type { KernelContext } from "./context.js";
 
-/** `fcntl` command: add seals. */
+/**
+ * `fcntl` command: add seals.
+ *
+ * @category Kernel files and processes
+ */
 export const F_ADD_SEALS = 1033;
-/** `fcntl` command: read seals. */
+/**
+ * `fcntl` command: read seals.
+ *
+ * @category Kernel files and processes
+ */
 export const F_GET_SEALS = 1034;
 
-/** Largest file offset accepted by the syscalls (fits a JS safe integer). */
+/**
+ * Largest file offset accepted by the syscalls (fits a JS safe integer).
+ *
+ * @category Kernel files and processes
+ */
 export const MAX_FILE_OFFSET = 2 ** 52;
 
 function checkOffset(value: number, what: string): void {
@@ -28,7 +40,11 @@ function checkOffset(value: number, what: string): void {
   }
 }
 
-/** A user process: a name, a pid and an fd table. */
+/**
+ * A user process: a name, a pid and an fd table.
+ *
+ * @category Entry points
+ */
 export class Process {
   private readonly fds = new Map<number, KernelFile>();
   /** No fd below this is free (keeps lowest-free allocation O(1) amortized). */

@@ -32,7 +32,11 @@ import { toU64 } from "./file.js";
 import type { LuoServices } from "./services.js";
 import { freezeView, type HandoverView } from "./views.js";
 
-/** What a successful freeze hands to the kexec path. */
+/**
+ * What a successful freeze hands to the kexec path.
+ *
+ * @category Sessions
+ */
 export interface RebootTicket {
   /** The next kernel took over: keep the serialize lock forever. */
   commit(): void;
@@ -40,7 +44,11 @@ export interface RebootTicket {
   abort(error: LiveUpdateError): Promise<void>;
 }
 
-/** Counts for observability and leak checks. */
+/**
+ * Counts for observability and leak checks.
+ *
+ * @category Sessions
+ */
 export interface LiveUpdateStats {
   /** Outgoing sessions. */
   readonly outgoingSessions: number;
@@ -50,7 +58,11 @@ export interface LiveUpdateStats {
   readonly ownedFiles: number;
 }
 
-/** The orchestrator of one booted kernel. */
+/**
+ * The orchestrator of one booted kernel.
+ *
+ * @category Entry points
+ */
 export class LiveUpdate {
   /** Typed lifecycle events. */
   readonly events: LiveUpdateEvents;
@@ -92,6 +104,8 @@ export class LiveUpdate {
 
   /**
    * Built by the kernel at boot.
+   *
+   * @internal
    *
    * @param ctx - the kernel's VFS context (halt state)
    * @param services - machine, KHO and container (registries are created here)

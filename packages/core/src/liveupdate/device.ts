@@ -18,10 +18,18 @@ import type { LiveUpdate } from "./core.js";
 import { deviceIoctl, sessionIoctl } from "./ioctl.js";
 import type { Session } from "./session.js";
 
-/** Path of the device node. */
+/**
+ * Path of the device node.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_DEVICE_PATH = "/dev/liveupdate";
 
-/** The open /dev/liveupdate file. */
+/**
+ * The open /dev/liveupdate file.
+ *
+ * @category Sessions
+ */
 export class LiveUpdateDeviceFile extends KernelFile {
   readonly description = LIVEUPDATE_DEVICE_PATH;
 
@@ -40,7 +48,11 @@ export class LiveUpdateDeviceFile extends KernelFile {
   }
 }
 
-/** An open session fd (`[luo_session] <name>`). */
+/**
+ * An open session fd (`[luo_session] <name>`).
+ *
+ * @category Sessions
+ */
 export class SessionFile extends KernelFile {
   /** Settles when the release triggered by the last close finished (undefined before). */
   releaseDone: Promise<void> | undefined;
@@ -75,7 +87,11 @@ export class SessionFile extends KernelFile {
   }
 }
 
-/** A process's open /dev/liveupdate. */
+/**
+ * A process's open /dev/liveupdate.
+ *
+ * @category Entry points
+ */
 export class LiveUpdateDevice {
   /**
    * @param proc - the owning process
@@ -119,7 +135,11 @@ export class LiveUpdateDevice {
   }
 }
 
-/** A process's session fd, with the session ioctls as methods. */
+/**
+ * A process's session fd, with the session ioctls as methods.
+ *
+ * @category Entry points
+ */
 export class SessionHandle {
   /**
    * @param proc - the owning process
@@ -201,7 +221,11 @@ Process.prototype.openLiveUpdate = async function openLiveUpdate(this: Process):
   return new LiveUpdateDevice(this, await this.open(LIVEUPDATE_DEVICE_PATH));
 };
 
-/** Registers /dev/liveupdate on a kernel context for `luo`. */
+/**
+ * Registers /dev/liveupdate on a kernel context for `luo`.
+ *
+ * @category Sessions
+ */
 export function registerLiveUpdateDevice(
   luo: LiveUpdate,
   register: (path: string, open: () => Promise<KernelFile>) => void,

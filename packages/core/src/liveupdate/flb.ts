@@ -22,13 +22,21 @@ import type { Awaitable } from "./handler.js";
 import type { LiveUpdateEvents } from "./events.js";
 import { checkShape, defineShape } from "./define-shape.js";
 
-/** Arguments of an FLB's `preserve`. */
+/**
+ * Arguments of an FLB's `preserve`.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbPreserveArgs {
   /** Outgoing KHO allocator. */
   readonly kho: Kho;
 }
 
-/** What an FLB's `preserve` returns. */
+/**
+ * What an FLB's `preserve` returns.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbPreserveResult<T> {
   /** Opaque u64 handed over. */
   readonly data: bigint;
@@ -36,7 +44,11 @@ export interface FlbPreserveResult<T> {
   readonly obj: T;
 }
 
-/** The four FLB callbacks and its compatible string. */
+/**
+ * The four FLB callbacks and its compatible string.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbSpec<T = unknown> {
   /** FLB compatible, 1..47 bytes. */
   readonly compatible: string;
@@ -50,7 +62,11 @@ export interface FlbSpec<T = unknown> {
   finish(args: { readonly incoming: KhoIncoming; readonly data: bigint; readonly obj: T }): Awaitable<void>;
 }
 
-/** A validated FLB definition (made by {@link defineFlb}). */
+/**
+ * A validated FLB definition (made by {@link defineFlb}).
+ *
+ * @category Handlers and FLBs
+ */
 export interface Flb<T = unknown> extends FlbSpec<T> {
   /** Validated compatible bytes. */
   readonly compatibleBytes: Uint8Array;
@@ -61,17 +77,27 @@ const FLB_REQUIRED = ["preserve", "unpreserve", "retrieve", "finish"] as const;
 /**
  * Validates an FLB definition. `EINVAL` if a callback is missing or the compatible is not
  * 1..47 bytes.
+ *
+ * @category Entry points
  */
 export function defineFlb<T>(spec: FlbSpec<T>): Flb<T> {
   return defineShape(spec, FLB_REQUIRED, "FLB");
 }
 
-/** Validates the shape of an FLB and returns its compatible bytes (`EINVAL` otherwise). */
+/**
+ * Validates the shape of an FLB and returns its compatible bytes (`EINVAL` otherwise).
+ *
+ * @category Handlers and FLBs
+ */
 export function checkFlbShape(flb: FlbSpec): Uint8Array {
   return checkShape(flb, FLB_REQUIRED, "FLB");
 }
 
-/** Read access to FLB objects, given to handler callbacks. */
+/**
+ * Read access to FLB objects, given to handler callbacks.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbAccess {
   /** The live outgoing object, or undefined when no dependent file is preserved. */
   getOutgoing<T>(flb: Flb<T>): Promise<T | undefined>;
@@ -79,7 +105,11 @@ export interface FlbAccess {
   getIncoming<T>(flb: Flb<T>): Promise<T>;
 }
 
-/** Per-kernel state of one registered FLB. */
+/**
+ * Per-kernel state of one registered FLB.
+ *
+ * @category Handlers and FLBs
+ */
 export class FlbState {
   /** Number of handlers linked to this FLB. */
   users = 0;
@@ -102,7 +132,11 @@ export class FlbState {
   }
 }
 
-/** The FLB registry and lifecycle of one kernel. */
+/**
+ * The FLB registry and lifecycle of one kernel.
+ *
+ * @category Handlers and FLBs
+ */
 export class FlbManager implements FlbAccess {
   private readonly states = new Map<Flb, FlbState>();
   private readonly byCompatible = new Map<string, FlbState>();

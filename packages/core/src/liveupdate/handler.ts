@@ -22,12 +22,18 @@ import type { Machine } from "../machine/index.js";
 import type { FlbAccess } from "./flb.js";
 import { checkShape, defineShape } from "./define-shape.js";
 
-/** A value or a promise of it. */
+/**
+ * A value or a promise of it.
+ *
+ * @category Handlers and FLBs
+ */
 export type Awaitable<T> = T | Promise<T>;
 
 /**
  * What a handler can ask about other files of the same session (the dependency API):
  * `tokenOf` in the old kernel, `incomingFile` in the new one.
+ *
+ * @category Handlers and FLBs
  */
 export interface SessionDependencies {
   /** Name of the session the callback runs for. */
@@ -44,7 +50,11 @@ export interface SessionDependencies {
   incomingFile(token: bigint | number): Promise<KernelFile>;
 }
 
-/** Arguments every callback receives. */
+/**
+ * Arguments every callback receives.
+ *
+ * @category Handlers and FLBs
+ */
 export interface HandlerContext {
   /** The handler being called. */
   readonly handler: FileHandler;
@@ -64,13 +74,21 @@ export interface HandlerContext {
   readonly token: bigint;
 }
 
-/** Arguments of `preserve`. */
+/**
+ * Arguments of `preserve`.
+ *
+ * @category Handlers and FLBs
+ */
 export interface PreserveArgs<F extends KernelFile> extends HandlerContext {
   /** The file to preserve. */
   readonly file: F;
 }
 
-/** What `preserve` returns. */
+/**
+ * What `preserve` returns.
+ *
+ * @category Handlers and FLBs
+ */
 export interface PreserveResult<P> {
   /** Opaque u64 handed over (usually a physical address). */
   readonly data: bigint;
@@ -78,7 +96,11 @@ export interface PreserveResult<P> {
   readonly privateData?: P;
 }
 
-/** Arguments of `unpreserve`, `freeze` and `unfreeze`. */
+/**
+ * Arguments of `unpreserve`, `freeze` and `unfreeze`.
+ *
+ * @category Handlers and FLBs
+ */
 export interface PreservedArgs<F extends KernelFile, P> extends PreserveArgs<F> {
   /** Current serialized data. */
   readonly data: bigint;
@@ -86,16 +108,28 @@ export interface PreservedArgs<F extends KernelFile, P> extends PreserveArgs<F> 
   readonly privateData: P | undefined;
 }
 
-/** Arguments of `retrieve`. */
+/**
+ * Arguments of `retrieve`.
+ *
+ * @category Handlers and FLBs
+ */
 export interface RetrieveArgs extends HandlerContext {
   /** Serialized data from the previous kernel. */
   readonly data: bigint;
 }
 
-/** Retrieve status of an incoming file: 0 never tried, 1 retrieved, or the sticky error. */
+/**
+ * Retrieve status of an incoming file: 0 never tried, 1 retrieved, or the sticky error.
+ *
+ * @category Handlers and FLBs
+ */
 export type RetrieveStatus = 0 | 1 | LiveUpdateError;
 
-/** Arguments of `canFinish` and `finish`. */
+/**
+ * Arguments of `canFinish` and `finish`.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FinishArgs<F extends KernelFile> extends HandlerContext {
   /** The retrieved file, or undefined if it was never (successfully) retrieved. */
   readonly file: F | undefined;
@@ -105,7 +139,11 @@ export interface FinishArgs<F extends KernelFile> extends HandlerContext {
   readonly retrieveStatus: RetrieveStatus;
 }
 
-/** The callbacks of a file handler (see the module comment for when each runs). */
+/**
+ * The callbacks of a file handler (see the module comment for when each runs).
+ *
+ * @category Entry points
+ */
 export interface FileHandlerSpec<F extends KernelFile = KernelFile, P = unknown> {
   /** Handler compatible string, 1..47 bytes, e.g. `"memfd-v2"`. */
   readonly compatible: string;
@@ -129,7 +167,11 @@ export interface FileHandlerSpec<F extends KernelFile = KernelFile, P = unknown>
   getId?(file: F): unknown;
 }
 
-/** A validated file handler, made by {@link defineFileHandler}. */
+/**
+ * A validated file handler, made by {@link defineFileHandler}.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FileHandler<F extends KernelFile = KernelFile, P = unknown> extends FileHandlerSpec<F, P> {
   /** The compatible string as stored in the ABI (validated). */
   readonly compatibleBytes: Uint8Array;
@@ -140,6 +182,8 @@ const REQUIRED = ["canPreserve", "preserve", "unpreserve", "retrieve", "finish"]
 /**
  * Validates and freezes a handler definition.
  * Errors: `EINVAL` for a missing required callback or a compatible that is not 1..47 bytes.
+ *
+ * @category Entry points
  */
 export function defineFileHandler<F extends KernelFile, P = unknown>(
   spec: FileHandlerSpec<F, P>,
@@ -150,6 +194,8 @@ export function defineFileHandler<F extends KernelFile, P = unknown>(
 /**
  * Checks that `h` has every required callback and a valid compatible; returns the compatible's
  * bytes. `EINVAL` otherwise.
+ *
+ * @category Handlers and FLBs
  */
 export function checkHandlerShape(h: FileHandlerSpec): Uint8Array {
   return checkShape(h, REQUIRED, "handler");

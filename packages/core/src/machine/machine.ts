@@ -10,7 +10,11 @@ import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
 import { PageContents } from "./page-contents.js";
 import { formatSize, parseSize, type MemorySize } from "./size.js";
 
-/** Options of the {@link Machine} constructor. */
+/**
+ * Options of the {@link Machine} constructor.
+ *
+ * @category Machine
+ */
 export interface MachineOptions {
   /** RAM size: a positive multiple of 2 MiB, e.g. `"512 MiB"` (see {@link parseSize}). */
   memory: MemorySize;
@@ -21,7 +25,11 @@ export interface MachineOptions {
   base?: bigint;
 }
 
-/** Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`. */
+/**
+ * Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`.
+ *
+ * @category Machine
+ */
 export interface MachineStats {
   /** Page frames of RAM. */
   totalPages: number;
@@ -33,7 +41,11 @@ export interface MachineStats {
   preservedPages: number;
 }
 
-/** An allocated block of `2^order` pages starting at physical address `phys`. */
+/**
+ * An allocated block of `2^order` pages starting at physical address `phys`.
+ *
+ * @category Machine
+ */
 export interface MachineBlock {
   /** Physical address of the first page (naturally aligned to the block size). */
   phys: bigint;
@@ -41,7 +53,11 @@ export interface MachineBlock {
   order: number;
 }
 
-/** Options of {@link Machine.save}. */
+/**
+ * Options of {@link Machine.save}.
+ *
+ * @category Machine
+ */
 export interface MachineSaveOptions {
   /**
    * Called (and awaited) after each chunk written, with the bytes written so far and the total
@@ -87,6 +103,8 @@ function checkOrder(order: unknown, what: string): number {
  * {@link Machine.save} / {@link Machine.load} move a machine between processes through an image file.
  *
  * Never-allocated RAM and scrubbed pages read as `POISON_BYTE` through {@link Machine.peek}.
+ *
+ * @category Entry points
  */
 export class Machine {
   /** Physical address of the first byte of RAM. */

@@ -17,7 +17,11 @@ import type { Kho, KhoIncoming } from "../kho/index.js";
 import type { Machine } from "../machine/index.js";
 import type { Awaitable, FileHandler, Flb, LiveUpdate } from "../liveupdate/index.js";
 
-/** What `register` receives. */
+/**
+ * What `register` receives.
+ *
+ * @category Entry points
+ */
 export interface PluginContext {
   /** The kernel's child DI container: register your services here, never in the global one. */
   readonly container: DependencyContainer;
@@ -41,7 +45,11 @@ export interface PluginContext {
   onTeardown(fn: () => Awaitable<void>): void;
 }
 
-/** A plugin definition. */
+/**
+ * A plugin definition.
+ *
+ * @category Plugins
+ */
 export interface Plugin {
   /** Unique name. */
   readonly name: string;
@@ -51,7 +59,11 @@ export interface Plugin {
   register(ctx: PluginContext): Awaitable<void>;
 }
 
-/** What {@link definePlugin} accepts. */
+/**
+ * What {@link definePlugin} accepts.
+ *
+ * @category Plugins
+ */
 export interface PluginSpec {
   /** Unique name. */
   readonly name: string;
@@ -61,7 +73,11 @@ export interface PluginSpec {
   register(ctx: PluginContext): Awaitable<void>;
 }
 
-/** Validates a plugin definition. `EINVAL` for a missing name or `register`, or bad dependencies. */
+/**
+ * Validates a plugin definition. `EINVAL` for a missing name or `register`, or bad dependencies.
+ *
+ * @category Entry points
+ */
 export function definePlugin(spec: PluginSpec): Plugin {
   if (typeof spec?.name !== "string" || spec.name.length === 0) {
     throw new LiveUpdateError("EINVAL", "a plugin needs a non-empty name");
@@ -79,6 +95,8 @@ export function definePlugin(spec: PluginSpec): Plugin {
 /**
  * Orders plugins so dependencies come first (stable otherwise).
  * Errors: `EEXIST` duplicate name, `ENOENT` missing dependency, `ELOOP` dependency cycle.
+ *
+ * @category Plugins
  */
 export function orderPlugins(plugins: readonly Plugin[]): Plugin[] {
   const byName = new Map<string, Plugin>();

@@ -33,13 +33,21 @@ import {
   type PluginContext,
 } from "../plugin/index.js";
 
-/** Options of a boot. */
+/**
+ * Options of a boot.
+ *
+ * @category Booting and kexec
+ */
 export interface BootOptions {
   /** Plugins providing file types, handlers, FLBs and devices. */
   readonly plugins?: readonly Plugin[];
 }
 
-/** Options of {@link Kernel.kexec} that boots the next kernel in this process. */
+/**
+ * Options of {@link Kernel.kexec} that boots the next kernel in this process.
+ *
+ * @category Booting and kexec
+ */
 export interface KexecOptions {
   /** Plugins of the next kernel (default: this kernel's), e.g. an upgraded handler set. */
   readonly plugins?: readonly Plugin[];
@@ -47,7 +55,11 @@ export interface KexecOptions {
   readonly saveTo?: undefined;
 }
 
-/** Options of {@link Kernel.kexec} that writes the machine image instead of booting. */
+/**
+ * Options of {@link Kernel.kexec} that writes the machine image instead of booting.
+ *
+ * @category Booting and kexec
+ */
 export interface KexecSaveOptions {
   /**
    * Write the machine image here instead of booting the next kernel in this process; continue
@@ -61,7 +73,11 @@ export interface KexecSaveOptions {
 const running = new WeakMap<Machine, Kernel>();
 let bootCounter = 0;
 
-/** One booted kernel on a machine. */
+/**
+ * One booted kernel on a machine.
+ *
+ * @category Entry points
+ */
 export class Kernel {
   /** The VFS context: device nodes and halt state. */
   readonly context: KernelContext;

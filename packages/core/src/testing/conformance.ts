@@ -969,7 +969,7 @@ function conformanceCases<S>(
  * ```ts
  * describeHandlerConformance(() => ({
  *   compatible: "memfd-v2",
- *   plugins: [memfdPlugin()],
+ *   plugins: [memfd()],
  *   create(proc, i) {
  *     const fd = memfdCreate(proc, `ram-${i}`);
  *     proc.pwrite(fd, content(i), 0);
