@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `pnpm bench`: scaling of the orchestrator (SPEC §6). For sessions (no files) and for files in
+// `pnpm bench`: scaling of the orchestrator. For sessions (no files) and for files in
 // one session it times create/preserve, kexec (freeze + serialize), boot + first open
 // (deserialize) and retrieve + finish; prints per-item costs and t(10n)/t(n) ratios, compares
 // serialization with a plain copy of the same handover bytes, and writes

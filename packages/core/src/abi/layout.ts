@@ -1,5 +1,5 @@
 /**
- * Byte layout of the LUO handover ABI (SPEC §3): compatible strings, record sizes and offsets,
+ * Byte layout of the LUO handover ABI: compatible strings, record sizes and offsets,
  * block geometry. Everything is little-endian and packed; PAGE_SIZE is 4096.
  *
  * @module
@@ -102,7 +102,7 @@ function geometry(what: string, pages: number, entrySize: number): BlockGeometry
 }
 
 /**
- * Session blocks: 16 pages, (65536 − 16) / 80 = 819 sessions each (SPEC §3 says 818: an arithmetic slip).
+ * Session blocks: 16 pages, (65536 − 16) / 80 = 819 sessions each.
  *
  * @category Handover ABI
  */

@@ -43,6 +43,20 @@ function blobAt(machine: Machine, phys: bigint): Uint8Array {
  * Validates and reads the handover of `machine`. Errors: `ENOENT` when no handover is pending,
  * {@link KernelPanicError} when it is corrupt.
  *
+ * @example
+ * ```ts
+ * import { Machine, formatHandoverReport, inspectHandover } from "@luo/core";
+ * import { rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const image = join(tmpdir(), `inspect-example-${process.pid}.img`);
+ * await (await new Machine({ memory: "16 MiB" }).boot()).kexec({ saveTo: image });
+ * // Inspect a copy you will not boot: inspecting rebuilds its allocator.
+ * console.log(formatHandoverReport(inspectHandover(await Machine.load(image))));
+ * await rm(image);
+ * ```
+ *
  * @category Entry points
  */
 export function inspectHandover(machine: Machine): HandoverReport {

@@ -90,6 +90,19 @@ export class SessionFile extends KernelFile {
 /**
  * A process's open /dev/liveupdate.
  *
+ * @example
+ * ```ts
+ * import { Machine } from "@luo/core";
+ * import { testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const kernel = await new Machine({ memory: "16 MiB" }).boot({ plugins: [testHandlerPlugin()] });
+ * const proc = kernel.spawn("vmm");
+ * const dev = await proc.openLiveUpdate(); // exclusive: a second open is EBUSY
+ * const session = await dev.createSession("vm-0");
+ * console.log(await session.getName()); // "vm-0"
+ * dev.close(); // sessions outlive the device fd
+ * ```
+ *
  * @category Entry points
  */
 export class LiveUpdateDevice {
@@ -137,6 +150,33 @@ export class LiveUpdateDevice {
 
 /**
  * A process's session fd, with the session ioctls as methods.
+ *
+ * @example
+ * ```ts
+ * import { Machine, isLiveUpdateError } from "@luo/core";
+ * import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const plugins = [testHandlerPlugin()];
+ * const k1 = await new Machine({ memory: "32 MiB" }).boot({ plugins });
+ * const p1 = k1.spawn("vmm");
+ * const out = await (await p1.openLiveUpdate()).createSession("vm-0");
+ * const fd = createTestFile(p1, "ram", new TextEncoder().encode("guest ram"));
+ * await out.preserveFd(fd, 42n); // PRESERVE_FD under token 42
+ * p1.close(fd); // live update keeps its own reference
+ *
+ * const k2 = await k1.kexec();
+ * const p2 = k2.spawn("vmm");
+ * const inc = await (await p2.openLiveUpdate()).retrieveSession("vm-0");
+ * const fd2 = await inc.retrieveFd(42n); // RETRIEVE_FD
+ * console.log(new TextDecoder().decode(p2.pread(fd2, 9, 0))); // "guest ram"
+ * try {
+ *   await inc.preserveFd(fd2, 1n);
+ * } catch (e) {
+ *   console.log(isLiveUpdateError(e) && e.code); // "EINVAL": incoming sessions cannot preserve
+ * }
+ * await inc.finish(); // FINISH: every handler agreed, files finished LIFO
+ * await inc.close();
+ * ```
  *
  * @category Entry points
  */

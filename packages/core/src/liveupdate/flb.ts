@@ -5,7 +5,8 @@
  * preserved file needs it. Old kernel: the outgoing count is the number of preserved files (in all
  * sessions) whose handler is linked to the FLB; `preserve` runs on 0→1, `unpreserve` on 1→0. At
  * reboot every FLB with a count > 0 is serialized as {compatible, data, count}. New kernel: the
- * incoming count starts at the serialized count (SPEC §2.5, fixing the kernel's Q6); `getIncoming`
+ * incoming count starts at the serialized count (the kernel starts it at zero; see
+ * docs/differences.md); `getIncoming`
  * retrieves once and caches (`ENODATA` if nothing came over or after finish, `ENOENT` if this FLB
  * was not handed over); every finished dependent file drops one reference, and at zero the FLB is
  * retrieved if nobody did, then finished — exactly once.
@@ -77,6 +78,38 @@ const FLB_REQUIRED = ["preserve", "unpreserve", "retrieve", "finish"] as const;
 /**
  * Validates an FLB definition. `EINVAL` if a callback is missing or the compatible is not
  * 1..47 bytes.
+ *
+ * @example
+ * ```ts
+ * import { defineFlb } from "@luo/core";
+ *
+ * // Global state shared by every preserved file of one handler (e.g. an IOMMU domain table).
+ * interface Domains {
+ *   readonly page: bigint;
+ * }
+ *
+ * const domains = defineFlb<Domains>({
+ *   compatible: "example-domains-v1",
+ *   // First dependent file: allocate and preserve one page, hand its address over.
+ *   preserve({ kho }) {
+ *     const { phys } = kho.allocPreserve(4096);
+ *     return { data: phys, obj: { page: phys } };
+ *   },
+ *   // Last dependent file went away before the reboot.
+ *   unpreserve({ kho, obj }) {
+ *     kho.unpreserveFree(obj.page);
+ *   },
+ *   // Next kernel, first user: read the page (here: nothing to read), then give it back.
+ *   retrieve({ incoming, data }) {
+ *     incoming.restoreFree(data);
+ *     return { page: data };
+ *   },
+ *   // Next kernel, last dependent file finished.
+ *   finish() {},
+ * });
+ * // Link it to a handler in a plugin's register: `await ctx.registerFlb(handler, domains)`.
+ * console.log(domains.compatible);
+ * ```
  *
  * @category Entry points
  */

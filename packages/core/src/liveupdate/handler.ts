@@ -183,6 +183,41 @@ const REQUIRED = ["canPreserve", "preserve", "unpreserve", "retrieve", "finish"]
  * Validates and freezes a handler definition.
  * Errors: `EINVAL` for a missing required callback or a compatible that is not 1..47 bytes.
  *
+ * @example
+ * ```ts
+ * import { KernelFile, Machine, defineFileHandler, definePlugin } from "@luo/core";
+ *
+ * // A file holding one number, small enough to travel in the handover record's `data`.
+ * class CounterFile extends KernelFile {
+ *   readonly description = "counter";
+ *   constructor(public value: bigint) {
+ *     super();
+ *   }
+ * }
+ *
+ * const counterHandler = defineFileHandler<CounterFile>({
+ *   compatible: "counter-v1",
+ *   canPreserve: (file) => file instanceof CounterFile,
+ *   preserve: ({ file }) => ({ data: file.value }),
+ *   freeze: ({ file }) => file.value, // the value at reboot, not at preserve
+ *   unpreserve: () => {},
+ *   retrieve: ({ data }) => new CounterFile(data),
+ *   finish: () => {},
+ * });
+ * const counters = definePlugin({ name: "counter", register: (ctx) => ctx.registerFileHandler(counterHandler) });
+ *
+ * const k1 = await new Machine({ memory: "16 MiB" }).boot({ plugins: [counters] });
+ * const vmm = k1.spawn("vmm");
+ * const file = new CounterFile(1n);
+ * const fd = vmm.installFile(file);
+ * await (await (await vmm.openLiveUpdate()).createSession("s")).preserveFd(fd, 1n);
+ * file.value = 41n;
+ * const k2 = await k1.kexec();
+ * const p2 = k2.spawn("vmm");
+ * const got = await (await (await p2.openLiveUpdate()).retrieveSession("s")).retrieveFd(1n);
+ * console.log((p2.file(got) as CounterFile).value); // 41n
+ * ```
+ *
  * @category Entry points
  */
 export function defineFileHandler<F extends KernelFile, P = unknown>(

@@ -4,7 +4,7 @@
  * The handle methods (`createSession`, `preserveFd`, …) are the convenient API; this module is
  * the byte-level one, for tests and tools that want the kernel's exact envelope. `arg` models the
  * user memory the pointer refers to: reading or writing past its end is `EFAULT`, `undefined` is
- * a NULL pointer. Dispatch follows the kernel (reference §2.1):
+ * a NULL pointer. Dispatch follows the kernel:
  * command number outside the device's table → `EINVAL`; the leading `u32 size` unreadable →
  * `EFAULT`; command value not the table's (`_IO(0xBA, nr)`) → `ENOTTY`; session fds: wrong
  * session kind → `EINVAL`; `size` below the op's minimum → `EINVAL`; extensible-struct copy-in

@@ -104,6 +104,16 @@ function checkOrder(order: unknown, what: string): number {
  *
  * Never-allocated RAM and scrubbed pages read as `POISON_BYTE` through {@link Machine.peek}.
  *
+ * @example
+ * ```ts
+ * import { Machine, PAGE_SIZE } from "@luo/core";
+ *
+ * const machine = new Machine({ memory: "64 MiB" });
+ * const kernel = await machine.boot(); // a cold boot: nothing handed over
+ * console.log(machine.stats().totalPages * PAGE_SIZE); // 67108864
+ * await kernel.shutdown();
+ * ```
+ *
  * @category Entry points
  */
 export class Machine {

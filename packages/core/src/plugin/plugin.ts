@@ -76,6 +76,22 @@ export interface PluginSpec {
 /**
  * Validates a plugin definition. `EINVAL` for a missing name or `register`, or bad dependencies.
  *
+ * @example
+ * ```ts
+ * import { Machine, definePlugin } from "@luo/core";
+ *
+ * const hello = definePlugin({
+ *   name: "hello",
+ *   dependencies: [], // names of plugins that must register first
+ *   register(ctx) {
+ *     console.log(`registering on a machine of ${ctx.machine.stats().totalPages} pages`);
+ *     ctx.onTeardown(() => console.log("kernel going away"));
+ *   },
+ * });
+ * const kernel = await new Machine({ memory: "16 MiB" }).boot({ plugins: [hello] });
+ * await kernel.shutdown(); // "kernel going away"
+ * ```
+ *
  * @category Entry points
  */
 export function definePlugin(spec: PluginSpec): Plugin {

@@ -76,6 +76,23 @@ let bootCounter = 0;
 /**
  * One booted kernel on a machine.
  *
+ * @example
+ * ```ts
+ * import { Machine } from "@luo/core";
+ * import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const k1 = await new Machine({ memory: "32 MiB" }).boot({ plugins: [testHandlerPlugin()] });
+ * const vmm = k1.spawn("vmm");
+ * const session = await (await vmm.openLiveUpdate()).createSession("vm-0");
+ * await session.preserveFd(createTestFile(vmm, "state", new TextEncoder().encode("state")), 1n);
+ *
+ * const k2 = await k1.kexec(); // the next kernel, booted in this process
+ * console.log(k1.halted, k2.liveupdate.liveupdateNumber); // true 1n
+ * // Or hand over through a machine image, possibly to another process:
+ * //   await k1.kexec({ saveTo: "m.img" });   // resolves to undefined
+ * //   const k2 = await (await Machine.load("m.img")).boot({ plugins });
+ * ```
+ *
  * @category Entry points
  */
 export class Kernel {
