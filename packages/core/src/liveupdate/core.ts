@@ -2,20 +2,7 @@
  * The Live Update Orchestrator of one kernel (`luo_core.c`): session lists, the serialize lock,
  * /dev/liveupdate state, deserialization at first open, and the reboot freeze path.
  *
- * Boot: the outgoing handover pages are set up (LUO FDT page, FLB page); incoming records, if
- * any, were read and validated by early boot. The first /dev/liveupdate open turns incoming
- * records into sessions and files (once; a failure is cached and every open fails with `EIO`).
- *
- * Reboot ({@link LiveUpdate.prepareReboot}): take the serialize lock for writing (waits for
- * in-flight session operations, blocks new ones), freeze every outgoing session that has files in
- * creation order (a failure unfreezes the earlier ones in reverse and the kernel continues), then
- * seal the session records (their names were written at creation; here only holes are closed
- * and the file-chain fields and counts written), write the FLB records and the LUO FDT. The returned ticket either commits (the
- * lock is never released; the kernel is halted and every pending or later call rejects with
- * `ESHUTDOWN`) or aborts (unfreeze everything, clear the records, release the lock) when
- * something after serialization fails before the next kernel takes over.
- *
- * Lock hierarchy: serialize → session list (incoming before outgoing) → session → file → FLB.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link LiveUpdate}.
  *
  * @module
  */
@@ -60,6 +47,21 @@ export interface LiveUpdateStats {
 
 /**
  * The orchestrator of one booted kernel.
+ *
+ * Boot: the outgoing handover pages are set up (LUO FDT page, FLB page); incoming records, if
+ * any, were read and validated by early boot. The first /dev/liveupdate open turns incoming
+ * records into sessions and files (once; a failure is cached and every open fails with `EIO`).
+ *
+ * Reboot (`kernel.kexec()`): take the serialize lock for writing (waits for
+ * in-flight session operations, blocks new ones), freeze every outgoing session that has files in
+ * creation order (a failure unfreezes the earlier ones in reverse and the kernel continues), then
+ * seal the session records (their names were written at creation; here only holes are closed
+ * and the file-chain fields and counts written), write the FLB records and the LUO FDT. The returned ticket either commits (the
+ * lock is never released; the kernel is halted and every pending or later call rejects with
+ * `ESHUTDOWN`) or aborts (unfreeze everything, clear the records, release the lock) when
+ * something after serialization fails before the next kernel takes over.
+ *
+ * Lock hierarchy: serialize → session list (incoming before outgoing) → session → file → FLB.
  *
  * @example
  * ```ts

@@ -2,13 +2,7 @@
  * The userspace face of live update: the /dev/liveupdate device file and session files, and the
  * handle objects a process uses instead of raw ioctls.
  *
- * `proc.openLiveUpdate()` opens /dev/liveupdate (exclusive, `EBUSY`; `EIO` if the incoming state
- * could not be loaded) and returns a {@link LiveUpdateDevice}. `createSession` and
- * `retrieveSession` install a session fd in the process and return a {@link SessionHandle}
- * (the ioctls of `LIVEUPDATE_IOCTL_*` as methods). Sessions outlive the device handle. Closing a
- * session fd — through the handle, `proc.close(fd)` or process exit — releases the session:
- * outgoing sessions unpreserve their files, incoming ones finish implicitly. A call on a closed
- * fd fails with `EBADF`, on the wrong kind of fd with `EINVAL`.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link LiveUpdateDevice}.
  *
  * @module
  */
@@ -89,6 +83,14 @@ export class SessionFile extends KernelFile {
 
 /**
  * A process's open /dev/liveupdate.
+ *
+ * `proc.openLiveUpdate()` opens /dev/liveupdate (exclusive, `EBUSY`; `EIO` if the incoming state
+ * could not be loaded) and returns a {@link LiveUpdateDevice}. `createSession` and
+ * `retrieveSession` install a session fd in the process and return a {@link SessionHandle}
+ * (the ioctls of `LIVEUPDATE_IOCTL_*` as methods). Sessions outlive the device handle. Closing a
+ * session fd — through the handle, `proc.close(fd)` or process exit — releases the session:
+ * outgoing sessions unpreserve their files, incoming ones finish implicitly. A call on a closed
+ * fd fails with `EBADF`, on the wrong kind of fd with `EINVAL`.
  *
  * @example
  * ```ts

@@ -1,17 +1,7 @@
 /**
  * File-Lifecycle-Bound (FLB) global state: definition, per-kernel state, and its lifecycle.
  *
- * An FLB is global state (e.g. IOMMU or PCI core state) that must live exactly as long as some
- * preserved file needs it. Old kernel: the outgoing count is the number of preserved files (in all
- * sessions) whose handler is linked to the FLB; `preserve` runs on 0→1, `unpreserve` on 1→0. At
- * reboot every FLB with a count > 0 is serialized as {compatible, data, count}. New kernel: the
- * incoming count starts at the serialized count (the kernel starts it at zero; see
- * docs/differences.md); `getIncoming`
- * retrieves once and caches (`ENODATA` if nothing came over or after finish, `ENOENT` if this FLB
- * was not handed over); every finished dependent file drops one reference, and at zero the FLB is
- * retrieved if nobody did, then finished — exactly once.
- *
- * Locks: one outgoing and one incoming lock per FLB, the innermost level of the hierarchy.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link defineFlb}.
  *
  * @module
  */
@@ -78,6 +68,18 @@ const FLB_REQUIRED = ["preserve", "unpreserve", "retrieve", "finish"] as const;
 /**
  * Validates an FLB definition. `EINVAL` if a callback is missing or the compatible is not
  * 1..47 bytes.
+ *
+ * An FLB is global state (e.g. IOMMU or PCI core state) that must live exactly as long as some
+ * preserved file needs it. Old kernel: the outgoing count is the number of preserved files (in all
+ * sessions) whose handler is linked to the FLB; `preserve` runs on 0→1, `unpreserve` on 1→0. At
+ * reboot every FLB with a count > 0 is serialized as {compatible, data, count}. New kernel: the
+ * incoming count starts at the serialized count (the kernel starts it at zero; see
+ * docs/differences.md); `getIncoming`
+ * retrieves once and caches (`ENODATA` if nothing came over or after finish, `ENOENT` if this FLB
+ * was not handed over); every finished dependent file drops one reference, and at zero the FLB is
+ * retrieved if nobody did, then finished — exactly once.
+ *
+ * Locks: one outgoing and one incoming lock per FLB, the innermost level of the hierarchy.
  *
  * @example
  * ```ts

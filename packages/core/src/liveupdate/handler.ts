@@ -1,16 +1,7 @@
 /**
  * The file-handler plugin API: what a third party writes to make a file type preservable.
  *
- * A handler is a plain object made with {@link defineFileHandler}. The core calls its callbacks
- * with one args object (the model of `liveupdate_file_op_args`): the outgoing KHO allocator, the
- * incoming KHO handover (after a live update), the session's dependency API and the kernel's DI
- * container. Required: `canPreserve`, `preserve`, `unpreserve`, `retrieve`, `finish`; optional:
- * `freeze`, `unfreeze`, `canFinish`, `getId`. Callbacks may be async and may throw; anything that
- * is not a `LiveUpdateError` is reported as `EIO` with `cause`, and the same rollback runs.
- *
- * Lifecycle (old kernel): preserve → (freeze at reboot | unfreeze if the reboot fails) →
- * unpreserve if the session closes first. New kernel: retrieve (at most once successfully; a
- * failure is sticky) → canFinish (all files, FIFO) → finish (all files, LIFO, retrieved or not).
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link FileHandlerSpec}.
  *
  * @module
  */
@@ -141,6 +132,17 @@ export interface FinishArgs<F extends KernelFile> extends HandlerContext {
 
 /**
  * The callbacks of a file handler (see the module comment for when each runs).
+ *
+ * A handler is a plain object made with {@link defineFileHandler}. The core calls its callbacks
+ * with one args object (the model of `liveupdate_file_op_args`): the outgoing KHO allocator, the
+ * incoming KHO handover (after a live update), the session's dependency API and the kernel's DI
+ * container. Required: `canPreserve`, `preserve`, `unpreserve`, `retrieve`, `finish`; optional:
+ * `freeze`, `unfreeze`, `canFinish`, `getId`. Callbacks may be async and may throw; anything that
+ * is not a `LiveUpdateError` is reported as `EIO` with `cause`, and the same rollback runs.
+ *
+ * Lifecycle (old kernel): preserve → (freeze at reboot | unfreeze if the reboot fails) →
+ * unpreserve if the session closes first. New kernel: retrieve (at most once successfully; a
+ * failure is sticky) → canFinish (all files, FIFO) → finish (all files, LIFO, retrieved or not).
  *
  * @category Entry points
  */

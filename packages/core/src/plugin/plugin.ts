@@ -1,12 +1,7 @@
 /**
  * Plugins: how file types, handlers, FLBs and device nodes get into a kernel.
  *
- * A plugin is `definePlugin({ name, dependencies, register })`. At boot the kernel orders plugins
- * so every dependency registers first (`ENOENT` for a missing dependency, `ELOOP` for a cycle,
- * `EEXIST` for a duplicate name) and awaits each `register(ctx)` in turn, before
- * /dev/liveupdate can be opened. `ctx` offers the kernel's child DI container and registration
- * helpers; `onTeardown` callbacks run in reverse order when the kernel goes away (after a live
- * update or on shutdown), continuing past failures.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link definePlugin}.
  *
  * @module
  */
@@ -75,6 +70,13 @@ export interface PluginSpec {
 
 /**
  * Validates a plugin definition. `EINVAL` for a missing name or `register`, or bad dependencies.
+ *
+ * A plugin is `definePlugin({ name, dependencies, register })`. At boot the kernel orders plugins
+ * so every dependency registers first (`ENOENT` for a missing dependency, `ELOOP` for a cycle,
+ * `EEXIST` for a duplicate name) and awaits each `register(ctx)` in turn, before
+ * /dev/liveupdate can be opened. `ctx` offers the kernel's child DI container and registration
+ * helpers; `onTeardown` callbacks run in reverse order when the kernel goes away (after a live
+ * update or on shutdown), continuing past failures.
  *
  * @example
  * ```ts

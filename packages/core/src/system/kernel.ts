@@ -1,17 +1,7 @@
 /**
  * A booted kernel: the composition of machine, KHO, VFS, orchestrator and plugins, and kexec.
  *
- * Boot ({@link Kernel.boot} / `machine.boot()`): validate the incoming KHO handover from the
- * machine's root address alone and rebuild the allocator (corrupt state → `KernelPanicError`),
- * read the LUO handover, set up the outgoing handover pages, register /dev/liveupdate, then
- * register plugins in dependency order.
- *
- * kexec ({@link Kernel.kexec}): freeze and serialize (a freeze failure rejects and the kernel
- * keeps running), finalize KHO, optionally write the machine image, then scrub every
- * non-preserved page, halt this kernel (every pending or later call rejects with `ESHUTDOWN`),
- * tear plugins down in reverse, and boot the next kernel in this process — or, with `saveTo`,
- * leave it to `Machine.load(path).boot()` in another process. A failure after serialization but
- * before the handover is committed unfreezes everything and leaves this kernel usable.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link Kernel}.
  *
  * @module
  */
@@ -75,6 +65,18 @@ let bootCounter = 0;
 
 /**
  * One booted kernel on a machine.
+ *
+ * Boot ({@link Kernel.boot} / `machine.boot()`): validate the incoming KHO handover from the
+ * machine's root address alone and rebuild the allocator (corrupt state → `KernelPanicError`),
+ * read the LUO handover, set up the outgoing handover pages, register /dev/liveupdate, then
+ * register plugins in dependency order.
+ *
+ * kexec ({@link Kernel.kexec}): freeze and serialize (a freeze failure rejects and the kernel
+ * keeps running), finalize KHO, optionally write the machine image, then scrub every
+ * non-preserved page, halt this kernel (every pending or later call rejects with `ESHUTDOWN`),
+ * tear plugins down in reverse, and boot the next kernel in this process — or, with `saveTo`,
+ * leave it to `Machine.load(path).boot()` in another process. A failure after serialization but
+ * before the handover is committed unfreezes everything and leaves this kernel usable.
  *
  * @example
  * ```ts
