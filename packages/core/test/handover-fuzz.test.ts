@@ -1,4 +1,4 @@
-// Corrupt-handover fuzzing (issue 4 item 3): thousands of mutants of valid handovers — bit flips
+// Corrupt-handover fuzzing : thousands of mutants of valid handovers — bit flips
 // and overwrites in every structure, truncated and cyclic chains, bad counts, pointers outside
 // RAM / preserved memory / misaligned, bad strings, wrong compatibles, missing subtrees, a junk
 // KHO root — must boot and load cleanly or fail only with a KernelPanicError naming the location

@@ -1,4 +1,4 @@
-// File preservation and retrieval (SPEC §2.3; reference §2.6, §2.7): the PRESERVE check order
+// File preservation and retrieval: the PRESERVE check order
 // (kind → token EEXIST → block growth → EBADF → ENOENT → EBUSY → FLB → handler) proven by cases
 // where several failure conditions hold at once, exact unwinding of every failure, the
 // double-preservation registry (dup'd fds, two sessions, getId identities, retrieved-not-

@@ -1,4 +1,4 @@
-// Sessions and /dev/liveupdate (SPEC §2.1, §2.2; reference §2.2–§2.5, §2.9, §2.10): exclusive
+// Sessions and /dev/liveupdate: exclusive
 // open, sessions outliving the device fd, name rules (1..63 UTF-8 bytes, no NUL), per-list
 // uniqueness, outgoing reuse of an incoming name, retrieve once, unknown names, the session kind
 // check of every session ioctl, GET_NAME, and what closing an outgoing session gives back.

@@ -967,14 +967,17 @@ function conformanceCases<S>(
  *
  * @example
  * ```ts
+ * // test/conformance.test.ts of a handler package (vitest); here with the core's test handler
+ * import { expect } from "vitest";
+ * import { describeHandlerConformance } from "@luo/core/testing";
+ * import { TEST_HANDLER_COMPATIBLE, createTestFile, testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const content = (i: number) => new TextEncoder().encode(`file ${i}`);
+ *
  * describeHandlerConformance(() => ({
- *   compatible: "memfd-v2",
- *   plugins: [memfdPlugin()],
- *   create(proc, i) {
- *     const fd = memfdCreate(proc, `ram-${i}`);
- *     proc.pwrite(fd, content(i), 0);
- *     return fd;
- *   },
+ *   compatible: TEST_HANDLER_COMPATIBLE,
+ *   plugins: [testHandlerPlugin()],
+ *   create: (proc, i) => createTestFile(proc, `f${i}`, content(i)),
  *   verify: (proc, fd, { index }) => expect(proc.pread(fd, 64, 0)).toEqual(content(index)),
  * }));
  * ```

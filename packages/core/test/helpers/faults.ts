@@ -75,7 +75,7 @@ export function chainHasCode(e: unknown, code: ErrnoCode): boolean {
 }
 
 /**
- * The hierarchy level of a lock from its name as heldLocks() reports it (SPEC §2.6): serialize 1,
+ * The hierarchy level of a lock from its name as heldLocks() reports it: serialize 1,
  * incoming list 2.1, outgoing list 2.2, session 3, file 4.x, FLB 5.
  */
 export function lockLevelOf(name: string): number {
