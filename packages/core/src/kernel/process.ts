@@ -215,8 +215,12 @@ export class Process {
     return f.readAt(offset, length);
   }
 
-   * Errors: `EBADF`, `ESPIPE` (not seekable), `EINVAL` (bad whence or a negative result),
-   * `ESRCH`, `ESHUTDOWN`. A file without a position (an eventfd) returns it unchanged.
+  /**
+   * Writes `data` at `offset` without moving the position; returns bytes written. Errors:
+   * `EBADF`, `EINVAL` (bad offset, or the file cannot be written), `EPERM` (sealed memfd),
+   * `EFBIG`/`ENOMEM` from the file, `ESPIPE` (a file without a position), `ESRCH`,
+   * `ESHUTDOWN`.
+   */
   pwrite(fd: number, data: Uint8Array, offset: number): number {
     const f = this.positionalFile(fd, "pwrite");
     checkOffset(offset, "offset", "pwrite");
@@ -226,7 +230,7 @@ export class Process {
   /**
    * Moves the file position (`SEEK_SET`/`SEEK_CUR`/`SEEK_END`); returns the new position.
    * Errors: `EBADF`, `ESPIPE` (not seekable), `EINVAL` (bad whence or a negative result),
-   * `ESRCH`, `ESHUTDOWN`.
+   * `ESRCH`, `ESHUTDOWN`. A file without a position (an eventfd) returns it unchanged.
    */
   lseek(fd: number, offset: number, whence: number): number {
     const f = this.file(fd);
