@@ -124,6 +124,7 @@ export class Process {
   /** Moves the file position (`SEEK_SET`/`SEEK_CUR`/`SEEK_END`); returns the new position. */
   lseek(fd: number, offset: number, whence: number): number {
     const f = this.file(fd);
+    if (f.llseek) return f.llseek(offset, whence);
     const size = f.size(); // ESPIPE for files that cannot seek
     let base: number;
     if (whence === SEEK_SET) base = 0;

@@ -3,7 +3,7 @@
  *
  * Boot ({@link Kernel.boot} / `machine.boot()`): validate the incoming KHO handover from the
  * machine's root address alone and rebuild the allocator (corrupt state → `KernelPanicError`),
- * read the LUO handover, set up the outgoing handover pages, register /dev/liveupdate, then
+ * read the LUO handover, set up the outgoing handover pages, register /dev/null, /dev/zero and /dev/liveupdate, then
  * register plugins in dependency order.
  *
  * kexec ({@link Kernel.kexec}): freeze and serialize (a freeze failure rejects and the kernel
@@ -17,7 +17,7 @@
  */
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { KernelPanicError, LiveUpdateError, toLiveUpdateError } from "../errors.js";
-import { KernelContext, Process } from "../kernel/index.js";
+import { KernelContext, Process, registerCharDevices } from "../kernel/index.js";
 import { Kho, KhoIncoming } from "../kho/index.js";
 import { readLuoHandover } from "../abi/index.js";
 import { LiveUpdate, registerLiveUpdateDevice, type Awaitable } from "../liveupdate/index.js";
@@ -80,6 +80,7 @@ export class Kernel {
     this.kho = new Kho(machine);
     const handover = incoming ? readLuoHandover(incoming) : undefined;
     this.liveupdate = new LiveUpdate(this.context, { machine, kho: this.kho, incoming, container }, handover);
+    registerCharDevices(this.context);
     registerLiveUpdateDevice(this.liveupdate, (path, open) => this.context.registerDevice(path, open));
     container.registerInstance(MACHINE, machine);
     container.registerInstance(KERNEL_CONTEXT, this.context);
