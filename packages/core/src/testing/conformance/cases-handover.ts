@@ -185,7 +185,9 @@ export async function stickyRetrieve<S>(run: Run<S>): Promise<void> {
   const k2 = await run.kexec();
   const { proc: q, dev: dev2 } = await run.open();
   const s2 = await dev2.retrieveSession("conf-a");
-  const lf = k2.liveupdate.incoming.get("conf-a")?.files.get(1n);
+  const lf = k2.liveupdate.received.sessions
+    .find((s) => s.name === "conf-a")
+    ?.files.find((f) => f.token === 1n);
   check(lf, "the incoming file record").toBeDefined();
   await run.subject.corrupt!({
     kernel: k2,

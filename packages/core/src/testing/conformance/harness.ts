@@ -284,7 +284,10 @@ export class Run<S> {
 
   /** Which handler owns the outgoing file `token` of session `name` (undefined if none). */
   claimedBy(name: string, token: bigint): string | undefined {
-    return this.kernel.liveupdate.outgoing.get(name)?.files.get(token)?.compatible;
+    return this.kernel.liveupdate
+      .handingOver()
+      .sessions.find((s) => s.name === name)
+      ?.files.find((f) => f.token === token)?.compatible;
   }
 
   /** PRESERVE_FD of a subject file, checking that the subject's handler took it. */
