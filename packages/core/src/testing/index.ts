@@ -7,4 +7,26 @@
  */
 import "reflect-metadata";
 
-export * from "./test-handler.js";
+export {
+  TestControl,
+  TestControls,
+  type TestCall,
+  type TestControlSource,
+  type TestFault,
+  type TestKernelKey,
+  type TestOp,
+} from "./test-control.js";
+export {
+  TEST_FILE_CAPACITY,
+  TEST_FILE_MAGIC,
+  TEST_FLB_MAGIC,
+  TEST_HANDLER_COMPATIBLE,
+  TestFile,
+  createTestFile,
+  createTestFlb,
+  createTestHandler,
+  testHandlerPlugin,
+  type TestFlbObject,
+  type TestPlugin,
+  type TestPluginOptions,
+} from "./test-handler.js";

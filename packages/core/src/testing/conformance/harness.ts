@@ -4,12 +4,10 @@
  * checks the cases are written with.
  *
  * How the kit observes a foreign handler: it wraps the subject's plugins so the handlers they
- * register through `ctx.registerFileHandler` are recorded (every callback, its session and token,
- * whether and what it threw) and then delegate to the original callbacks (which therefore see
- * the recording wrapper as `args.handler`); FLBs are observed through the orchestrator's `flb:*`
- * events. The neighbour is the core test handler's logic under the compatible
- * {@link CONFORMANCE_NEIGHBOUR_COMPATIBLE}, registered first and claiming only its own file
- * type, with one shared {@link TestControl} (across the check's kernels) to inject its faults.
+ * register through `ctx.registerFileHandler` are recorded (see `observe.ts`) and then delegate
+ * to the original callbacks (which therefore see the recording wrapper as `args.handler`); FLBs
+ * are observed through the orchestrator's `flb:*` events. The neighbour handler is registered
+ * first, with one shared {@link TestControl} (across the check's kernels) to inject its faults.
  *
  * A subject callback that must not fail (`unpreserve`, `unfreeze`, `finish`) and throws fails
  * the check with its own message and the thrown error as `cause`, not as a later mismatch.
@@ -17,126 +15,29 @@
  * @module
  */
 import { LiveUpdateError, type ErrnoCode } from "../../errors.js";
-import type { KernelFile, Process } from "../../kernel/index.js";
+import type { Process } from "../../kernel/index.js";
 import { Machine, type MachineStats } from "../../machine/index.js";
-import {
-  defineFileHandler,
-  type FileHandler,
-  type FileHandlerSpec,
-  type Flb,
-  type HandlerContext,
-  type LiveUpdateDevice,
-  type RetrieveStatus,
-  type SessionHandle,
-} from "../../liveupdate/index.js";
+import type { FileHandler, Flb, LiveUpdateDevice, SessionHandle } from "../../liveupdate/index.js";
 import { definePlugin, type Plugin } from "../../plugin/index.js";
 import { Kernel } from "../../system/index.js";
-import { TestControl, TestFile, createTestHandler } from "../test-handler.js";
+import { TestControl } from "../test-control.js";
 import { ConformanceFailure, check } from "./check.js";
+import {
+  CONFORMANCE_NEIGHBOUR_COMPATIBLE,
+  MUST_NOT_FAIL,
+  NeighbourFile,
+  neighbourPlugin,
+  observeHandler,
+  type Call,
+  type FlbEvent,
+  type ObservedOp,
+} from "./observe.js";
 import type { ConformanceOriginal, ConformanceSubject } from "./subject.js";
 
-export const CONFORMANCE_NEIGHBOUR_COMPATIBLE = "luo-conformance-neighbour-v1";
+export { CONFORMANCE_NEIGHBOUR_COMPATIBLE };
 
-const NEIGHBOUR_PLUGIN = "luo-conformance-neighbour";
 const DEFAULT_MEMORY = "64 MiB";
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-
-/** The neighbour's file type: a test file only the neighbour handler claims. */
-export class NeighbourFile extends TestFile {
-  override get description(): string {
-    return `conformance-neighbour:${this.label}`;
-  }
-}
-
-/** The neighbour plugin: the test handler's callbacks under another compatible and file type. */
-function neighbourPlugin(control: TestControl): Plugin {
-  const base = createTestHandler(control);
-  const handler = defineFileHandler<TestFile, undefined>({
-    ...base,
-    compatible: CONFORMANCE_NEIGHBOUR_COMPATIBLE,
-    canPreserve: (file) => file instanceof NeighbourFile,
-  });
-  return definePlugin({ name: NEIGHBOUR_PLUGIN, register: (ctx) => ctx.registerFileHandler(handler) });
-}
-
-/** One observed handler callback or FLB event. */
-interface Call {
-  /** Handler or FLB compatible. */
-  readonly compatible: string;
-  /** Callback name, or the FLB event name (`flb:preserved`, …). */
-  readonly op: string;
-  /** `<session>/<token>` for file callbacks, `""` for FLB events. */
-  readonly at: string;
-  /** False when the callback threw (or `canFinish` vetoed). */
-  ok: boolean;
-  /** `retrieveStatus` seen by `canFinish` and `finish`. */
-  readonly retrieveStatus?: RetrieveStatus;
-  /** What the callback threw, if it threw. */
-  error?: unknown;
-}
-
-const OBSERVED_OPS = [
-  "preserve",
-  "unpreserve",
-  "freeze",
-  "unfreeze",
-  "retrieve",
-  "canFinish",
-  "finish",
-] as const;
-export type ObservedOp = (typeof OBSERVED_OPS)[number];
-/** Callbacks whose failure the core can only report as a warning: they must not throw. */
-const MUST_NOT_FAIL: readonly ObservedOp[] = ["unpreserve", "unfreeze", "finish"];
-type FlbEvent = "flb:preserved" | "flb:unpreserved" | "flb:retrieved" | "flb:finished";
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return (
-    (typeof v === "object" || typeof v === "function") &&
-    v !== null &&
-    typeof (v as { then?: unknown }).then === "function"
-  );
-}
-
-/** A handler that records every callback in `log` and delegates to `h`. */
-function observeHandler(h: FileHandler, log: Call[]): FileHandler {
-  const spec: Record<string, unknown> = {
-    compatible: h.compatible,
-    canPreserve: (file: KernelFile) => h.canPreserve(file),
-  };
-  if (typeof h.getId === "function") spec.getId = (file: KernelFile) => h.getId!(file);
-  for (const op of OBSERVED_OPS) {
-    const fn = h[op] as ((args: HandlerContext) => unknown) | undefined;
-    if (typeof fn !== "function") continue;
-    spec[op] = (args: HandlerContext & { readonly retrieveStatus?: RetrieveStatus }) => {
-      const call: Call = {
-        compatible: h.compatible,
-        op,
-        at: `${args.session.sessionName}/${args.token}`,
-        ok: true,
-        ...(op === "canFinish" || op === "finish" ? { retrieveStatus: args.retrieveStatus } : {}),
-      };
-      log.push(call);
-      const settle = (r: unknown): unknown => {
-        if (op === "canFinish" && r === false) call.ok = false;
-        return r;
-      };
-      try {
-        const r = fn.call(h, args);
-        if (!isThenable(r)) return settle(r);
-        return Promise.resolve(r).then(settle, (e: unknown) => {
-          call.ok = false;
-          call.error = e;
-          throw e;
-        });
-      } catch (e) {
-        call.ok = false;
-        call.error = e;
-        throw e;
-      }
-    };
-  }
-  return defineFileHandler(spec as unknown as FileHandlerSpec);
-}
 
 /** A file the kit made through the subject. */
 export interface Made<S> {
