@@ -11,7 +11,7 @@
  */
 import type { DependencyContainer } from "tsyringe";
 import { LiveUpdateError, type ErrnoCode } from "../errors.js";
-import { KHO, KHO_INCOMING, type PluginContext } from "../plugin/index.js";
+import type { PluginContext } from "../plugin/index.js";
 
 /** Callbacks that can be made to fail. */
 export type TestOp =
@@ -129,10 +129,7 @@ export class TestControls {
   /** Makes the control of the kernel `ctx` registers into (called by the plugin's `register`). */
   attach(ctx: PluginContext): TestControl {
     const control = new TestControl();
-    this.byKey.set(ctx.container, control);
-    this.byKey.set(ctx.container.resolve(KHO), control);
-    if (ctx.container.isRegistered(KHO_INCOMING))
-      this.byKey.set(ctx.container.resolve(KHO_INCOMING), control);
+    for (const key of [ctx.container, ctx.kho, ctx.incoming]) if (key) this.byKey.set(key, control);
     this.newest = control;
     return control;
   }
