@@ -120,7 +120,7 @@ describe("freeze at reboot", () => {
     c.heal();
     mark = c.log.length;
     const { proc: q, dev } = await kexecOpen(kernel);
-    expect(callsSince(w.plugin.control, mark).filter((x) => x.startsWith("freeze"))).toEqual(
+    expect(callsSince(c, mark).filter((x) => x.startsWith("freeze"))).toEqual(
       [1, 2, 3, 4, 5, 6, 7, 8, 9].map((t) => `freeze:${t}`),
     );
     for (const [name, tokens] of [

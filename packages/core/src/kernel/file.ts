@@ -164,6 +164,12 @@ export abstract class KernelFile {
     throw new LiveUpdateError("ESPIPE", `${this.description} is not seekable`);
   }
 
+  /**
+   * A file type's own `lseek` (e.g. `/dev/null` always returns 0): returns the new position.
+   * Absent: the generic seek over the position and {@link KernelFile.size}.
+   */
+  llseek?(offset: number, whence: number): number;
+
   /** Changes the size. Default: `EINVAL`. */
   truncate(_length: number): void {
     throw new LiveUpdateError("EINVAL", `${this.description} cannot be truncated`);

@@ -234,6 +234,7 @@ export class Process {
    */
   lseek(fd: number, offset: number, whence: number): number {
     const f = this.file(fd);
+    if (f.llseek) return f.llseek(offset, whence);
     if (!f.positional) return f.pos; // noop_llseek
     const size = f.size(); // ESPIPE for files that cannot seek
     let base: number;

@@ -7,7 +7,7 @@
  */
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { describeValue, KernelPanicError, LiveUpdateError, toLiveUpdateError } from "../errors.js";
-import { KernelContext, Process } from "../kernel/index.js";
+import { KernelContext, Process, registerCharDevices } from "../kernel/index.js";
 import { Kho, KhoIncoming } from "../kho/index.js";
 import { readLuoHandover } from "../abi/index.js";
 import { LiveUpdate, registerLiveUpdateDevice, type Awaitable } from "../liveupdate/index.js";
@@ -71,7 +71,7 @@ let bootCounter = 0;
  * input → `EINVAL`, dependency errors) before anything changes; then, under a machine checkpoint,
  * validate the incoming KHO handover from the machine's root address alone and rebuild the
  * allocator (corrupt state → `KernelPanicError`), read the LUO handover, set up the outgoing
- * handover pages, register /dev/liveupdate, and register plugins in dependency order. Boot is
+ * handover pages, register /dev/null, /dev/zero and /dev/liveupdate, and register plugins in dependency order. Boot is
  * atomic: when anything before the last plugin's `register` fails, the plugins that registered
  * are torn down in reverse and the checkpoint is rolled back, so the machine holds the same
  * handover (KHO root, preserved pages, bytes) and a later boot with working plugins recovers
@@ -132,6 +132,7 @@ export class Kernel {
     this.kho = new Kho(machine);
     const handover = incoming ? readLuoHandover(incoming) : undefined;
     this.liveupdate = new LiveUpdate(this.context, { machine, kho: this.kho, incoming, container }, handover);
+    registerCharDevices(this.context);
     registerLiveUpdateDevice(this.liveupdate, (path, open) => this.context.registerDevice(path, open));
     container.registerInstance(MACHINE, machine);
     container.registerInstance(KERNEL_CONTEXT, this.context);
