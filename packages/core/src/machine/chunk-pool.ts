@@ -23,7 +23,11 @@ declare const WebAssembly: {
   Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
 };
 
-/** Bytes per chunk (one section: an order-9 block, 2 MiB). */
+/**
+ * Bytes per chunk (one section: an order-9 block, 2 MiB).
+ *
+ * @category Machine
+ */
 export const CHUNK_BYTES = 2 * 1024 * 1024;
 /** Chunks a machine takes as plain arrays before it uses arenas (32 MiB). */
 const SMALL_CHUNKS = 16;
@@ -31,7 +35,11 @@ const SMALL_CHUNKS = 16;
 const ARENA_WASM_PAGES = 65535;
 const ARENA_SLOTS = Math.floor((ARENA_WASM_PAGES * 65536) / CHUNK_BYTES);
 
-/** A chunk of host memory for one section. */
+/**
+ * A chunk of host memory for one section.
+ *
+ * @category Machine
+ */
 export interface Chunk {
   /** The 2 MiB of bytes. */
   readonly bytes: Uint8Array;
@@ -48,7 +56,11 @@ interface Arena {
   used: number;
 }
 
-/** The chunks of one machine. */
+/**
+ * The chunks of one machine.
+ *
+ * @category Machine
+ */
 export class ChunkPool {
   #small = 0;
   #arenas: Arena[] = [];

@@ -24,13 +24,21 @@
 import { MAX_ORDER } from "./constants.js";
 import { SectionTable } from "./section-table.js";
 
-/** Page belongs to an allocated block. */
+/**
+ * Page belongs to an allocated block.
+ *
+ * @category Machine
+ */
 export const PG_ALLOCATED = 1;
 /** Page is the first page of an allocated block (its order is in the section's `order`). */
 export const PG_HEAD = 2;
 /** Page is the first page of a free block on a free list (order < 9). */
 export const PG_FREE_HEAD = 4;
-/** Page is marked preserved for the handover (only ever set on allocated pages). */
+/**
+ * Page is marked preserved for the handover (only ever set on allocated pages).
+ *
+ * @category Machine
+ */
 export const PG_PRESERVED = 8;
 
 const NONE = -1;
@@ -57,6 +65,8 @@ type Slot = Section | typeof WHOLE | typeof KEPT;
  * Buddy allocator over `totalPages` page frames (a multiple of `2^MAX_ORDER`). Allocation and
  * free are O(MAX_ORDER) plus the pages of the block for its flags (none for an order-9 block).
  * Callers validate arguments; methods here assume valid input.
+ *
+ * @category Machine
  */
 export class PageAllocator {
   /** Number of page frames managed. */

@@ -21,7 +21,11 @@ const POISONED = 0;
 const ZERO = 1;
 const DATA = 2;
 
-/** Bytes per section chunk (2 MiB). */
+/**
+ * Bytes per section chunk (2 MiB).
+ *
+ * @category Machine
+ */
 export const SECTION_BYTES = SECTION_PAGES * PAGE_SIZE;
 
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
@@ -43,13 +47,21 @@ class SectionContents {
   dirty: Uint8Array | undefined;
 }
 
-/** A page as a checkpoint saved it: its state, and its bytes when it held data. */
+/**
+ * A page as a checkpoint saved it: its state, and its bytes when it held data.
+ *
+ * @category Machine
+ */
 export interface SavedPage {
   readonly state: number;
   readonly bytes?: Uint8Array;
 }
 
-/** Per-page content state of RAM (see the module comment). Offsets are bytes from the start of RAM. */
+/**
+ * Per-page content state of RAM (see the module comment). Offsets are bytes from the start of RAM.
+ *
+ * @category Machine
+ */
 export class PageContents {
   readonly #table = new SectionTable<SectionContents>();
   readonly #pool = new ChunkPool();

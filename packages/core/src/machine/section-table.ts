@@ -22,7 +22,11 @@ interface Leaf<T> {
   used: number;
 }
 
-/** A sparse, ordered map from section number to `T`. */
+/**
+ * A sparse, ordered map from section number to `T`.
+ *
+ * @category Machine
+ */
 export class SectionTable<T> {
   readonly #top: Array<Leaf<T> | undefined> = [];
   #size = 0;
