@@ -3,7 +3,7 @@
 // folios (huge: "always"), with a 4 KiB-folio tail in some of them (a mixed file).
 import { expect } from "vitest";
 import { MAX_ORDER, PAGE_SIZE } from "@luo/core";
-import { describeHandlerConformance } from "@luo/core/testing";
+import { describeHandlerConformance } from "@luo/core/testing/conformance";
 import { MEMFD_LUO_COMPATIBLE, MEMFD_LUO_SER, memfd, memfdCreate, memfdFile } from "@luo/memfd-handler";
 import { bytes, firstDifference } from "./helpers/boot.js";
 
