@@ -9,3 +9,10 @@ import "reflect-metadata";
 
 export * from "./iommu/pgtable.js";
 export * from "./iommu/unit.js";
+export * from "./iommu/flb.js";
+export * from "./iommu/core.js";
+export * from "./iommufd/ictx.js";
+export * from "./iommufd/uapi.js";
+export * from "./iommufd/api.js";
+export * from "./luo/handler.js";
+export * from "./plugin.js";

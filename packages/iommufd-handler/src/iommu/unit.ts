@@ -159,6 +159,11 @@ export interface IommuUnitOptions {
   readonly token?: bigint;
   /** PCI segments in scope; default every segment. */
   readonly segments?: readonly number[];
+  /**
+   * Whether the unit's driver can preserve domains and devices across a live update (VT-d can;
+   * set false to model a unit whose driver cannot: preserving then fails `EOPNOTSUPP`). Default true.
+   */
+  readonly liveUpdate?: boolean;
 }
 
 /** A cached leaf: physical base of the leaf and its permissions. */
@@ -191,6 +196,8 @@ export class IommuUnit implements MachineHardware {
   readonly token: bigint;
   /** Segments in scope (undefined: all). */
   readonly segments: readonly number[] | undefined;
+  /** Whether its driver supports live update (see {@link IommuUnitOptions.liveUpdate}). */
+  readonly liveUpdate: boolean;
   readonly #machine: Machine;
   readonly #contexts = new Map<number, IommuContext>();
   readonly #tlb = new Map<number, DomainTlb>();
@@ -208,6 +215,7 @@ export class IommuUnit implements MachineHardware {
     this.name = options.name;
     this.token = options.token ?? (nextToken += 0x1000n) - 0x1000n;
     this.segments = options.segments ? [...options.segments] : undefined;
+    this.liveUpdate = options.liveUpdate ?? true;
   }
 
   /** True when `rid` is in this unit's scope. */
@@ -444,6 +452,7 @@ export class IommuUnit implements MachineHardware {
       version: STATE_VERSION,
       token: this.token.toString(),
       segments: this.segments ?? null,
+      liveUpdate: this.liveUpdate,
       contexts: [...this.#contexts].map(([k, c]) => [k, c.domainId, c.root.toString()]),
       tlb,
       faults: this.#faults.map((f) => [
@@ -490,7 +499,13 @@ export class IommuUnit implements MachineHardware {
       s.segments === null
         ? undefined
         : (Array.isArray(s.segments) ? s.segments : bad("segments")).map((x) => int(x, 0xffff));
-    const u = new IommuUnit(machine, { name, token: big(s.token), segments: segs });
+    if (typeof s.liveUpdate !== "boolean") bad("liveUpdate");
+    const u = new IommuUnit(machine, {
+      name,
+      token: big(s.token),
+      segments: segs,
+      liveUpdate: s.liveUpdate as boolean,
+    });
     for (const [k, did, root] of arr(s.contexts)) {
       const key = int(k, 0xffff_ffff);
       u.setContext(
