@@ -304,10 +304,8 @@ function makeCanFinish(mode: IommufdLiveUpdateMode) {
 
 function finish({ file, data, incoming }: FinishArgs<IommufdFile>): void {
   if (!incoming) return;
-  if (file?.incoming) {
-    incoming.machine.freePages(data, 0);
-    file.incoming = undefined;
-  } else if (incoming.covers(data, IOMMUFD_SER_HEADER_SIZE)) incoming.restoreFree(data);
+  if (file?.incoming) incoming.machine.freePages(data, 0);
+  else if (incoming.covers(data, IOMMUFD_SER_HEADER_SIZE)) incoming.restoreFree(data);
 }
 
 /** What `canPreserve` accepts. */
