@@ -39,6 +39,11 @@ export {
   type MachineOptions,
   type MachineSaveOptions,
   type MachineStats,
+  MachineHardwareSet,
+  type HardwareFactory,
+  type HardwareLoader,
+  type MachineHardware,
+  type MachineLoadOptions,
 } from "./machine/index.js";
 export {
   FDT_HEADER_SIZE,

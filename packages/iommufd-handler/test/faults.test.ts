@@ -58,9 +58,9 @@ function state(b: Booted, vm: Vm) {
     immutable: ictx.ioas(vm.ioas).immutable,
     preserved: ictx.hwpt(vm.hwpt).preserved,
     ictx: ictx.preserved,
-    flb: b.kernel.liveupdate.flbs.serialize().length,
+    flb: b.kernel.liveupdate.handingOver().flbs.length,
     refs: ictx.refCount,
-    files: b.kernel.liveupdate.outgoing.get("vm")?.files.count,
+    files: b.kernel.liveupdate.handingOver().sessions.find((x) => x.name === "vm")?.files.length,
   };
 }
 
@@ -115,7 +115,10 @@ describe("iommufd-v1 fault injection", () => {
     await s.preserveFd(vm.ram, 1);
     await s.preserveFd(vm.iommufd, 2);
     await s.preserveFd(b.proc.installFile(new TestDeviceFile(vm.device)), 3);
-    const ser = b.kernel.liveupdate.outgoing.get("vm")!.files.get(2n)!.data;
+    const ser = b.kernel.liveupdate
+      .handingOver()
+      .sessions.find((x) => x.name === "vm")!
+      .files.find((f) => f.token === 2n)!.data;
     for (const [what, at, value] of [
       ["count", 0n, 1n << 40n],
       ["domain", 8n, 0x1000n],
@@ -164,7 +167,10 @@ async function bootCorrupt(
   await s.preserveFd(vm2.ram, 1);
   await s.preserveFd(vm2.iommufd, 2);
   await s.preserveFd(b2.proc.installFile(new TestDeviceFile(vm2.device)), 3);
-  const ser2 = b2.kernel.liveupdate.outgoing.get("vm")!.files.get(2n)!.data;
+  const ser2 = b2.kernel.liveupdate
+    .handingOver()
+    .sessions.find((x) => x.name === "vm")!
+    .files.find((f) => f.token === 2n)!.data;
   expect(ser2 - b2.machine.base).toBe(ser - b.machine.base); // same layout as the reference run
   void vm;
   const k2 = await kexec(b2);

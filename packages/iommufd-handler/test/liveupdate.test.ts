@@ -314,13 +314,9 @@ describe("iommufd-v1 across kexec", () => {
     for (const damage of ["version", "chain"] as const) {
       const { b } = await preservedVm();
       const machine = b.machine;
-      const kexecAndDamage = b.kernel.liveupdate.events;
-      let flbData = 0n;
-      kexecAndDamage.on("flb:preserved", () => undefined);
-      const handover = b.kernel.liveupdate.flbs
-        .serialize()
-        .find((f) => new TextDecoder().decode(f.compatible) === IOMMU_LUO_FLB_COMPATIBLE)!;
-      flbData = handover.data;
+      const flbData = b.kernel.liveupdate
+        .handingOver()
+        .flbs.find((f) => f.compatible === IOMMU_LUO_FLB_COMPATIBLE)!.data;
       if (damage === "version") machine.writeU64(flbData, 2n);
       else machine.writeU64(flbData + 16n, machine.readU64(flbData + 8n) + 0x100000n); // domain array head off somewhere
       const e = await kexec(b).catch((x: unknown) => x);
