@@ -181,5 +181,8 @@ export {
   inspectHandover,
   formatHandoverReport,
   handoverReportJson,
+  checkInspectExtension,
   type HandoverReport,
+  type InspectExtension,
+  type InspectSection,
 } from "./inspect/index.js";

@@ -16,3 +16,4 @@ export * from "./iommufd/uapi.js";
 export * from "./iommufd/api.js";
 export * from "./luo/handler.js";
 export * from "./plugin.js";
+export * from "./inspect.js";
