@@ -42,6 +42,7 @@ export {
   MachineHardwareSet,
   type HardwareFactory,
   type HardwareLoader,
+  type HardwareRecord,
   type MachineHardware,
   type MachineLoadOptions,
 } from "./machine/index.js";
