@@ -5,8 +5,6 @@
  *
  * @packageDocumentation
  */
-import "reflect-metadata";
-
 export * from "./iommu/pgtable.js";
 export * from "./iommu/unit.js";
 export * from "./iommu/flb.js";
