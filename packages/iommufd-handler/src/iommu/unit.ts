@@ -524,6 +524,26 @@ export class IommuUnit implements MachineHardware {
     throw new IommuFaultError(fault, this.name);
   }
 
+  /**
+   * Machine boot checkpoint: the registers as they are now (context entries, IOTLB, fault log and
+   * counters), put back if the booting kernel fails (its IOMMU init may have cleared entries).
+   */
+  checkpoint(): () => void {
+    const contexts = new Map(this.#contexts);
+    const tlb = new Map([...this.#tlb].map(([d, t]) => [d, t.map((m) => new Map(m)) as DomainTlb]));
+    const faults = [...this.#faults];
+    const counts = [this.#faultCount, this.#hits, this.#misses] as const;
+    return () => {
+      this.#contexts.clear();
+      for (const [k, v] of contexts) this.#contexts.set(k, v);
+      this.#tlb.clear();
+      for (const [k, v] of tlb) this.#tlb.set(k, v);
+      this.#faults.length = 0;
+      this.#faults.push(...faults);
+      [this.#faultCount, this.#hits, this.#misses] = counts;
+    };
+  }
+
   // ---------------------------------------------------------------- image
 
   /** The unit's registers as bytes (UTF-8 JSON, versioned): contexts, IOTLB, fault log, counters. */
