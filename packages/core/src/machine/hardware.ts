@@ -147,7 +147,7 @@ export class MachineHardwareSet {
     for (const hw of this.#items.values()) hw.advance?.(ns);
   }
 
-  /** The records {@link encodeHardwareSection} stores: each component's kind, name and state. */
+  /** The records the machine image stores: each component's kind, name and state. */
   snapshot(): HardwareRecord[] {
     return [...this.#items.values()].map((hw) => {
       const state = hw.save();

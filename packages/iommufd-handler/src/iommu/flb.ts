@@ -17,7 +17,7 @@
  * (first dependent file) allocates the top struct and the three empty arrays; `unpreserve` (last
  * dependent file gone) frees every page. New kernel: `retrieve` checks the version and every
  * array page — a wrong version, an array page that was not handed over, a cycle or an absurd
- * chain is a {@link KernelPanicError} (devices may have been translating through these tables the
+ * chain is a `KernelPanicError` (devices may have been translating through these tables the
  * whole time, so the kernel cannot go on) — restores the pages, sets INCOMING on live objects and
  * decodes them; `finish` frees the array pages and the page-table pages of every domain nobody
  * restored.
@@ -259,7 +259,7 @@ export class IommuFlbOutgoing {
  * FLB's retrieve and by inspection tools). `check(phys)` says whether an array page may be read
  * (in the new kernel: handed over and not yet restored).
  *
- * @throws {@link KernelPanicError} for a wrong version, an array page that fails `check`, a
+ * @throws `KernelPanicError` (from `@luo/core`) for a wrong version, an array page that fails `check`, a
  *   cycle, a chain longer than {@link IOMMU_MAX_ARRAY_PAGES} or an object count above a page's
  */
 export function decodeIommuFlb(
