@@ -132,6 +132,10 @@ export class MemfdInode {
   readonly #small = new Map<number, bigint>();
   /** 4 KiB folios per 2 MiB unit (units without any are absent). */
   readonly #smallPerUnit = new Map<number, number>();
+  /** DMA pins by the physical address and order of the folio pinned ({@link MemfdInode.pinRange}). */
+  readonly #dmaPins = new Map<bigint, { count: number; order: number }>();
+  /** Folios (or pages of a split pinned folio) dropped from the file while DMA-pinned. */
+  readonly #orphans = new Map<bigint, number>();
 
   /**
    * @param fs - the kernel's memfd filesystem (machine, accounting)
@@ -190,8 +194,8 @@ export class MemfdInode {
     if (this.#files > 0) this.#files--;
     if (this.#files === 0 && !this.#released) {
       this.#released = true;
-      for (const phys of this.#huge.values()) this.fs.freeFolio(phys, MAX_ORDER);
-      for (const phys of this.#small.values()) this.fs.freeFolio(phys, 0);
+      for (const phys of this.#huge.values()) this.#drop(phys, MAX_ORDER);
+      for (const phys of this.#small.values()) this.#drop(phys, 0);
       this.#huge.clear();
       this.#small.clear();
       this.#smallPerUnit.clear();
@@ -349,7 +353,7 @@ export class MemfdInode {
       const phys = this.#huge.get(u)!;
       const us = u * HUGE_BYTES;
       if (start <= us && us + HUGE_BYTES <= end) {
-        this.fs.freeFolio(phys, MAX_ORDER);
+        this.#drop(phys, MAX_ORDER);
         this.#huge.delete(u);
       } else if (this.hugetlb) {
         this.zeroRange(Math.max(start, us), Math.min(end, us + HUGE_BYTES));
@@ -371,14 +375,14 @@ export class MemfdInode {
       for (let p = firstWhole; p < lastWhole; p++) {
         const phys = this.#small.get(p);
         if (phys === undefined) continue;
-        this.fs.freeFolio(phys, 0);
+        this.#drop(phys, 0);
         this.#dropSmall(p);
       }
     } else {
       // Deleting the current entry while iterating a Map is safe.
       for (const [p, phys] of this.#small) {
         if (p < firstWhole || p >= lastWhole) continue;
-        this.fs.freeFolio(phys, 0);
+        this.#drop(phys, 0);
         this.#dropSmall(p);
       }
     }
@@ -516,6 +520,75 @@ export class MemfdInode {
 
   /** Drops the pin of {@link MemfdInode.pinAll}. */
   unpinAll(): void {
+    if (this.#pins > 0) this.#pins--;
+  }
+
+  /** The DMA pin covering the page at `phys`: its own (order 0) or its 2 MiB folio's. */
+  #pinOf(phys: bigint): bigint | undefined {
+    if (this.#dmaPins.has(phys)) return phys;
+    const unit = phys - (phys % BigInt(HUGE_BYTES));
+    return this.#dmaPins.get(unit)?.order === MAX_ORDER ? unit : undefined;
+  }
+
+  /** Frees a folio leaving the file, unless DMA still pins it (then when the last pin goes). */
+  #drop(phys: bigint, order: number): void {
+    if (this.#pinOf(phys) !== undefined) this.#orphans.set(phys, order);
+    else this.fs.freeFolio(phys, order);
+  }
+
+  /**
+   * Pins the folios of `[offset, offset + length)` for device DMA (what `IOMMU_IOAS_MAP_FILE`
+   * does with `pin_user_pages`): fills holes with zeroed folios and returns the folios covering
+   * the range (4 KiB and 2 MiB), in file order. While pinned, `F_SEAL_WRITE` is `EBUSY`, and a
+   * folio that leaves the file (truncate, hole punch, last close) stays allocated — the device
+   * may still reach it — until {@link MemfdInode.unpinRange} drops the last pin; a pinned 2 MiB
+   * folio split by a partial punch keeps its pages until then. Errors: `EINVAL` for a range that
+   * is not inside the file, `ENOMEM` (nothing pinned then), `ESHUTDOWN`.
+   */
+  pinRange(offset: number, length: number): MemfdFolio[] {
+    this.fs.assertActive();
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      this.fail("EINVAL", `bad pin range ${String(offset)}+${String(length)}`);
+    }
+    if (offset + length > this.#size)
+      this.fail("EINVAL", `pin range ${offset}+${length} past the end (${this.#size})`);
+    const end = offset + length;
+    this.populate(offset, end, this.#size);
+    const out: MemfdFolio[] = [];
+    for (let u = Math.floor(offset / HUGE_BYTES), last = Math.ceil(end / HUGE_BYTES); u < last; u++) {
+      const huge = this.#huge.get(u);
+      if (huge !== undefined) {
+        out.push({ index: u * HUGE_PAGES, phys: huge, order: MAX_ORDER });
+        continue;
+      }
+      const from = Math.floor(Math.max(offset, u * HUGE_BYTES) / PAGE_SIZE);
+      const to = Math.ceil(Math.min(end, (u + 1) * HUGE_BYTES) / PAGE_SIZE);
+      for (let p = from; p < to; p++) out.push({ index: p, phys: this.#small.get(p)!, order: 0 });
+    }
+    for (const f of out) {
+      const pin = this.#dmaPins.get(f.phys);
+      if (pin) pin.count++;
+      else this.#dmaPins.set(f.phys, { count: 1, order: f.order });
+    }
+    this.#pins++;
+    return out;
+  }
+
+  /** Drops the pins {@link MemfdInode.pinRange} took on `folios` (what it returned). */
+  unpinRange(folios: readonly MemfdFolio[]): void {
+    for (const f of folios) {
+      const pin = this.#dmaPins.get(f.phys);
+      if (!pin) continue;
+      if (--pin.count > 0) continue;
+      this.#dmaPins.delete(f.phys);
+      // Free what left the file meanwhile: the folio itself, or pages of it after a split.
+      const span = BigInt(PAGE_SIZE << pin.order);
+      for (const [phys, order] of this.#orphans) {
+        if (phys < f.phys || phys >= f.phys + span || this.#pinOf(phys) !== undefined) continue;
+        this.#orphans.delete(phys);
+        this.fs.freeFolio(phys, order);
+      }
+    }
     if (this.#pins > 0) this.#pins--;
   }
 
