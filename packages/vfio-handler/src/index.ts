@@ -1,0 +1,17 @@
+/**
+ * `@luo/vfio-handler`: emulated PCI hardware (segments, root ports, bridges, a memcpy DMA
+ * engine), vfio (`/dev/vfio/devices/vfioN`, the legacy group and container paths), the
+ * `"vfio-pci-v1"` live-update handler and the PCI core FLB `"pci"`.
+ *
+ * @packageDocumentation
+ */
+import "reflect-metadata";
+
+export * from "./pci/regs.js";
+export * from "./pci/config-space.js";
+export * from "./pci/function.js";
+export * from "./pci/endpoint.js";
+export * from "./pci/bridge.js";
+export * from "./pci/segment.js";
+export * from "./pci/dma-engine.js";
+export * from "./pci/ram-port.js";
