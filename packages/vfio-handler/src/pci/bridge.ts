@@ -19,13 +19,17 @@ export interface PciBridgeDesc extends PciFunctionDesc {
   readonly children?: readonly PciNodeDesc[];
 }
 
-/** A node of a topology description (see {@link PciSegmentDesc}). */
-export type PciNodeDesc = PciFunctionDesc & {
-  /** Makes the hardware of the node once the description is validated. */
-  readonly create: () => PciFunction;
+/**
+ * A node of a topology description (see {@link PciSegmentDesc}): plain data, so a segment can
+ * be rebuilt from a machine image. `model` names the hardware (`"root-port"`, `"bridge"`,
+ * `"dma-engine"`); the helpers {@link rootPort}, {@link pciBridge} and `dmaEngine` fill it in.
+ */
+export interface PciNodeDesc extends PciFunctionDesc {
+  /** Hardware model. */
+  readonly model: string;
   /** Nodes below a bridge. */
   readonly children?: readonly PciNodeDesc[];
-};
+}
 
 /** A PCI-to-PCI bridge. */
 export class PciBridge extends PciFunction {
@@ -87,10 +91,10 @@ export class PciBridge extends PciFunction {
 
 /** Describes a PCI Express root port on the root bus with `children` below it. */
 export function rootPort(desc: PciBridgeDesc): PciNodeDesc {
-  return { ...desc, create: () => new PciBridge(desc, true) };
+  return { ...desc, model: "root-port" };
 }
 
 /** Describes a PCI-to-PCI bridge (switch port) with `children` below it. */
 export function pciBridge(desc: PciBridgeDesc): PciNodeDesc {
-  return { ...desc, create: () => new PciBridge(desc, false) };
+  return { ...desc, model: "bridge" };
 }

@@ -429,5 +429,5 @@ function isU64(base: number): boolean {
 
 /** Describes a DMA engine endpoint for a topology. */
 export function dmaEngine(desc: DmaEngineDesc): PciNodeDesc {
-  return { ...desc, create: () => new DmaEngine(desc) };
+  return { ...desc, model: "dma-engine" };
 }

@@ -6,10 +6,10 @@
  * @module
  */
 import type { Machine } from "@luo/core";
-import type { DmaPort } from "./segment.js";
+import type { PciDmaPath } from "./segment.js";
 
-/** A {@link DmaPort} that reads and writes `machine`'s RAM at the IOVA as physical address. */
-export function ramDmaPort(machine: Machine): DmaPort {
+/** A {@link PciDmaPath} that reads and writes `machine`'s RAM at the IOVA as physical address. */
+export function ramDmaPort(machine: Machine): PciDmaPath {
   return {
     read(_domain, _rid, iova, into) {
       into.set(machine.view(iova, into.length));

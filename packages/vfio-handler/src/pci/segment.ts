@@ -1,25 +1,33 @@
 /**
- * A PCI segment (domain) as machine hardware: the root bus with root ports, bridges and
- * endpoints below, built from a description, enumerated by "firmware" when the machine is built
- * (bus numbers written into the bridges' registers), and reached by the kernel by bus/device/
- * function number. Functions master DMA through the segment's {@link DmaPort} (the IOMMU, or
- * plain RAM) and send MSI-X messages to whatever interrupt sink the running kernel installed —
- * none while kernels change, so a message sent then is lost.
+ * A PCI segment (domain) as machine hardware (kind {@link PCI_SEGMENT_KIND}): the root bus with
+ * root ports, bridges and endpoints below, built from a plain-data description, enumerated by
+ * "firmware" when the machine is built (bus numbers written into the bridges' registers), and
+ * reached by the kernel by bus/device/function number. Functions master DMA through the
+ * segment's {@link PciDmaPath} (the IOMMU, or plain RAM) and send MSI-X messages to whatever
+ * interrupt sink the running kernel installed — none while kernels change, so a message sent
+ * then is lost. The segment belongs to the machine: it keeps its registers and work in flight
+ * across a kexec, advances with machine time, and is saved in the machine image (rebuilt by
+ * {@link pciSegmentLoader}).
  *
- * Happy path: `new PciSegment({ devices: [rootPort({ device: 1, children: [dmaEngine({ device: 0 })] })] })`;
- * `find(0x0100)` is the engine at 00:01:00.0's secondary bus. Unhappy paths: a slot used twice on one
- * bus, more than 255 buses, or a bad device/function number → `EINVAL` at construction; a saved
- * state that does not match the topology → `EINVAL` at load.
+ * Happy path: `new Machine({ memory, hardware: [pciSegment({ devices: [rootPort({ device: 1,
+ * children: [dmaEngine({ device: 0 })] })] })] })`; `find(0x0100)` is the engine on the root
+ * port's secondary bus. Unhappy paths: a slot used twice on one bus, more than 255 buses, an
+ * unknown model, or a bad device/function number → `EINVAL` at construction; a saved state that
+ * does not match the topology → `EINVAL` at load.
  *
  * @module
  */
 import { LiveUpdateError } from "@luo/core";
 import { PciBridge, type PciNodeDesc } from "./bridge.js";
 import type { PciFunction, PciFunctionState } from "./function.js";
+import { createPciFunction } from "./models.js";
 import { checkSlot, formatPciAddress, pciDevfn } from "./regs.js";
 
+/** Machine-hardware kind of a PCI segment. */
+export const PCI_SEGMENT_KIND = "pci-segment";
+
 /** How functions of a segment reach memory: by IOVA, for a requester (domain, bdf). */
-export interface DmaPort {
+export interface PciDmaPath {
   /** Fills `into` from IOVA `iova`. Throws (a translation fault) when the IOVA is not mapped for reading. */
   read(domain: number, requesterId: number, iova: bigint, into: Uint8Array): void;
   /** Writes `from` at IOVA `iova`. Throws (a translation fault) when the IOVA is not mapped for writing. */
@@ -31,6 +39,8 @@ export type MsiSink = (fn: PciFunction, vector: number, address: bigint, data: n
 
 /** Description of a segment. */
 export interface PciSegmentDesc {
+  /** Machine-hardware name (default `pci<domain>` with 4 hex digits). */
+  readonly name?: string;
   /** Segment (domain) number, 0..65535 (default 0). */
   readonly domain?: number;
   /** Number of the root bus (default 0). */
@@ -55,13 +65,21 @@ export class PciSegment {
   readonly rootBus: number;
   /** Functions on the root bus. */
   readonly roots: readonly PciFunction[];
+  /** Machine-hardware kind ({@link PCI_SEGMENT_KIND}). */
+  readonly kind = PCI_SEGMENT_KIND;
+  /** Machine-hardware name (default `pci<domain>`, e.g. `pci0000`). */
+  readonly name: string;
+  /** The description the segment was built from. */
+  readonly description: PciSegmentDesc;
   /** Where DMA goes; undefined: requests fault. */
-  dma: DmaPort | undefined;
+  dma: PciDmaPath | undefined;
   #sink: MsiSink | undefined;
   #index = new Map<number, PciFunction>();
 
   /** @param desc - the topology; `EINVAL` for a malformed one */
   constructor(desc: PciSegmentDesc) {
+    if (typeof desc !== "object" || desc === null)
+      throw new LiveUpdateError("EINVAL", "PCI segment needs a description");
     const domain = desc?.domain ?? 0;
     const rootBus = desc?.rootBus ?? 0;
     if (!Number.isInteger(domain) || domain < 0 || domain > 0xffff) {
@@ -74,6 +92,8 @@ export class PciSegment {
       throw new LiveUpdateError("EINVAL", "PCI segment needs a devices array");
     this.domain = domain;
     this.rootBus = rootBus;
+    this.name = desc.name ?? `pci${domain.toString(16).padStart(4, "0")}`;
+    this.description = JSON.parse(JSON.stringify(desc)) as PciSegmentDesc;
     this.roots = this.#build(desc.devices, undefined, `segment ${domain}`);
     this.assignBusNumbers();
   }
@@ -82,11 +102,8 @@ export class PciSegment {
     const seen = new Set<number>();
     const out: PciFunction[] = [];
     for (const node of nodes) {
-      if (typeof node?.create !== "function") {
-        throw new LiveUpdateError(
-          "EINVAL",
-          `${where}: a device is not a PCI node description (use rootPort, pciBridge, dmaEngine…)`,
-        );
+      if (typeof node !== "object" || node === null) {
+        throw new LiveUpdateError("EINVAL", `${where}: a device is not a PCI node description`);
       }
       const fn = node.function ?? 0;
       checkSlot(node.device, fn, where);
@@ -95,7 +112,7 @@ export class PciSegment {
         throw new LiveUpdateError("EINVAL", `${where}: slot ${node.device}.${fn} is used twice`);
       }
       seen.add(devfn);
-      const f = node.create();
+      const f = createPciFunction(node, where);
       f.parent = parent;
       f.segment = this;
       if (f instanceof PciBridge)
@@ -180,8 +197,9 @@ export class PciSegment {
   }
 
   /** Machine time passes: every function works `ns` nanoseconds. */
-  advance(ns: number): void {
-    for (const f of this.functions()) f.advance(ns);
+  advance(ns: bigint | number): void {
+    const n = Number(ns);
+    for (const f of this.functions()) f.advance(n);
   }
 
   /** True while any function has work in flight. */
@@ -207,6 +225,32 @@ export class PciSegment {
     // Bridges first so addresses below resolve with the saved bus numbers.
     fns.forEach((f, i) => f.loadState(state.states[i]!));
     this.reindex();
+  }
+
+  /** The machine-image bytes: description and state, as UTF-8 JSON. */
+  save(): Uint8Array {
+    return new TextEncoder().encode(
+      JSON.stringify({ version: 1, description: this.description, state: this.saveState() }),
+    );
+  }
+
+  /** Rebuilds a segment from {@link PciSegment.save} bytes. `EINVAL` when they are not valid. */
+  static restore(bytes: Uint8Array): PciSegment {
+    let parsed: { version?: unknown; description?: PciSegmentDesc; state?: PciSegmentState };
+    try {
+      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as typeof parsed;
+    } catch (e) {
+      throw new LiveUpdateError("EINVAL", "saved PCI segment is not valid JSON", { cause: e });
+    }
+    if (parsed?.version !== 1) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `saved PCI segment has version ${String(parsed?.version)}, expected 1`,
+      );
+    }
+    const seg = new PciSegment(parsed.description!);
+    seg.loadState(parsed.state!);
+    return seg;
   }
 
   /** `SSSS:BB:DD.F` of `bdf` in this segment. */
