@@ -313,19 +313,31 @@ export function readPciFlb(incoming: KhoIncoming, data: bigint): PciFlbIncoming 
 /** The `"pci"` FLB: outgoing {@link PciFlbOutgoing}, incoming {@link PciFlbIncoming}. */
 export type PciFlb = Flb<PciFlbOutgoing | PciFlbIncoming>;
 
+/** Tells the PCI core when the outgoing object comes and goes. */
+export interface PciFlbHooks {
+  /** The FLB's `preserve` made `obj` (first device preserved). */
+  onPreserve(obj: PciFlbOutgoing): void;
+  /** The FLB's `unpreserve` ran (last device unpreserved). */
+  onUnpreserve(): void;
+}
+
 /**
  * Makes the PCI FLB definition. One per kernel (the vfio plugin links it to its handler).
  * `finish` panics when a device was never finished ("Some preserved devices were never
  * finished!").
  */
-export function createPciFlb(): PciFlb {
+export function createPciFlb(hooks?: PciFlbHooks): PciFlb {
   return defineFlb<PciFlbOutgoing | PciFlbIncoming>({
     compatible: PCI_LUO_FLB_COMPATIBLE,
     preserve: ({ kho }) => {
       const obj = new PciFlbOutgoing(kho);
+      hooks?.onPreserve(obj);
       return { data: obj.phys, obj };
     },
-    unpreserve: ({ kho, obj }) => (obj as PciFlbOutgoing).destroy(kho),
+    unpreserve: ({ kho, obj }) => {
+      hooks?.onUnpreserve();
+      (obj as PciFlbOutgoing).destroy(kho);
+    },
     retrieve: ({ incoming, data }) => readPciFlb(incoming, data),
     finish: ({ incoming, obj }) => {
       const inc = obj as PciFlbIncoming;
