@@ -38,9 +38,7 @@ export interface PciCoreOptions {
 
 /** The PCI segments of `machine` (its hardware of kind `"pci-segment"`), in attach order. */
 export function pciSegments(machine: Machine): PciSegment[] {
-  // Interim until the core's machine-hardware registry is merged: read it structurally.
-  const hw = (machine as unknown as { hardware?: { list(kind: string): unknown[] } }).hardware;
-  return (hw?.list(PCI_SEGMENT_KIND) ?? []).filter((h): h is PciSegment => h instanceof PciSegment);
+  return machine.hardware.list(PCI_SEGMENT_KIND).filter((h): h is PciSegment => h instanceof PciSegment);
 }
 
 /** The PCI core of one kernel. */

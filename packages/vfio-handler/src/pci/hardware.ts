@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { Machine } from "@luo/core";
+import type { HardwareLoader, Machine } from "@luo/core";
 import { ramDmaPort } from "./ram-port.js";
 import { PCI_SEGMENT_KIND, PciSegment, type PciSegmentDesc } from "./segment.js";
 
@@ -23,8 +23,7 @@ export function pciSegment(desc: PciSegmentDesc): (machine: Machine) => PciSegme
 }
 
 /** Rebuilds PCI segments from a machine image: pass it to `Machine.load(path, { hardware: [...] })`. */
-export const pciSegmentLoader = {
+export const pciSegmentLoader: HardwareLoader = {
   kind: PCI_SEGMENT_KIND,
-  load: (machine: Machine, _name: string, state: Uint8Array): PciSegment =>
-    wire(machine, PciSegment.restore(state)),
+  load: (machine, _name, state) => wire(machine, PciSegment.restore(state)),
 };

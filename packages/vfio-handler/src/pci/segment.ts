@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { LiveUpdateError } from "@luo/core";
+import { LiveUpdateError, type MachineHardware } from "@luo/core";
 import { PciBridge, type PciNodeDesc } from "./bridge.js";
 import type { PciFunction, PciFunctionState } from "./function.js";
 import { createPciFunction } from "./models.js";
@@ -58,7 +58,7 @@ export interface PciSegmentState {
 }
 
 /** A PCI segment and everything on it. */
-export class PciSegment {
+export class PciSegment implements MachineHardware {
   /** Segment number. */
   readonly domain: number;
   /** Root bus number. */
