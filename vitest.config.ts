@@ -32,6 +32,14 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: "iommufd-handler",
+          root: "packages/iommufd-handler",
+          include: ["test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: "vfio-handler",
           root: "packages/vfio-handler",
           include: ["test/**/*.test.ts"],
