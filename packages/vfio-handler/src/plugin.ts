@@ -1,6 +1,7 @@
 /**
- * The `vfio()` plugin: the kernel's PCI core and vfio-pci. At boot it links the PCI FLB to the
- * `"vfio-pci-v1"` handler, enumerates the machine's PCI segments (retrieving an incoming PCI FLB
+ * The `vfio()` plugin: the kernel's PCI core and vfio-pci. Needs the `iommufd()` plugin (cdevs
+ * bind to iommufds). At boot it links the PCI FLB and the IOMMU FLB (which holds preserved
+ * devices' IOMMU state) to the `"vfio-pci-v1"` handler, enumerates the machine's PCI segments (retrieving an incoming PCI FLB
  * first, so a corrupt one panics the boot), takes the devices vfio-pci owns and creates their
  * device nodes. When the kernel goes away after a kexec, the PCI shutdown turns bus mastering off
  * on every device that is not preserved (and not a bridge above one) and interrupts stop being
@@ -9,9 +10,9 @@
  * @module
  */
 import { LiveUpdateError, MACHINE, definePlugin, type Plugin } from "@luo/core";
+import { IOMMUFD_PLUGIN_NAME, iommuLiveUpdateFlb } from "@luo/iommufd-handler";
 import { PCI_CORE, PciCore } from "./kernel/pci-core.js";
 import { VFIO_CORE, VfioCore } from "./vfio/core.js";
-import type { VfioIommufdBinder } from "./vfio/iommufd.js";
 import type { VfioLiveUpdateMode } from "./vfio/pci-device.js";
 import { vfioPciHandler } from "./luo/handler.js";
 
@@ -31,8 +32,6 @@ export interface VfioPluginOptions {
   readonly bind?: readonly string[];
   /** Renumber PCI buses at boot (`pci=assign-busses`) unless preserved devices came over. Default false. */
   readonly assignBusses?: boolean;
-  /** The iommufd device API (`VFIO_DEVICE_BIND_IOMMUFD`); without it binding fails with `ENODEV`. */
-  readonly iommufd?: VfioIommufdBinder;
 }
 
 /**
@@ -52,6 +51,7 @@ export function vfio(options: VfioPluginOptions = {}): Plugin {
   }
   return definePlugin({
     name: VFIO_PLUGIN_NAME,
+    dependencies: [IOMMUFD_PLUGIN_NAME],
     async register(ctx) {
       if (ctx.container.isRegistered(VFIO_CORE)) {
         throw new LiveUpdateError("EEXIST", `${ctx.kernel.name} already has vfio`);
@@ -59,8 +59,9 @@ export function vfio(options: VfioPluginOptions = {}): Plugin {
       const pci = new PciCore(ctx.container.resolve(MACHINE), ctx.liveupdate.flbs);
       await ctx.registerFileHandler(vfioPciHandler);
       await ctx.registerFlb(vfioPciHandler, pci.flb);
+      await ctx.registerFlb(vfioPciHandler, iommuLiveUpdateFlb);
       await pci.boot({ assignBusses: options.assignBusses === true });
-      const core = new VfioCore(pci, options.iommufd, mode, options.bind);
+      const core = new VfioCore(pci, mode, options.bind);
       ctx.container.registerInstance(PCI_CORE, pci);
       ctx.container.registerInstance(VFIO_CORE, core);
       core.registerNodes((path, open) => ctx.registerDevice(path, open));

@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { Machine, isLiveUpdateError } from "@luo/core";
 import { memfdCreate } from "@luo/memfd-handler";
+import { iommuUnitLoader } from "@luo/iommufd-handler";
 import {
   DMA_ENGINE_ID,
   DMA_REG,
@@ -81,7 +82,7 @@ describe("vfio device nodes", () => {
     expect(await code(proc.open(vfioCdevPath(1)))).toBe("ENOENT");
   });
 
-  it("an unbound cdev refuses everything but BIND_IOMMUFD; bind needs an iommufd", async () => {
+  it("an unbound cdev refuses everything but BIND_IOMMUFD; bind needs an iommufd fd", async () => {
     const { proc } = await bootVfio();
     const fd = await vfioOpen(proc, 0);
     const dev = vfioDevice(proc, fd);
@@ -91,7 +92,8 @@ describe("vfio device nodes", () => {
     const arg = new Uint8Array(VFIO_DEVICE_BIND.size);
     expect(await code(proc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, arg))).toBe("EINVAL"); // argsz 0
     expect(await code(proc.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD))).toBe("EFAULT");
-    expect(await code(dev.bindIommufd(99))).toBe("ENODEV");
+    expect(await code(dev.bindIommufd(99))).toBe("EBADF");
+    expect(await code(dev.bindIommufd(fd))).toBe("EINVAL"); // not an iommufd
   });
 });
 
@@ -250,7 +252,7 @@ describe("PCI across kexec and in the machine image", () => {
     e.barWrite(0, DMA_REG.src, 8, 0xabc000n);
     const path = `${await tempDir()}/m.img`;
     await machine.save(path);
-    const back = await Machine.load(path, { hardware: [pciSegmentLoader] });
+    const back = await Machine.load(path, { hardware: [iommuUnitLoader, pciSegmentLoader] });
     const e2 = engineAt(back, 0x0400);
     expect(e2).toBeInstanceOf(DmaEngine);
     expect(e2.command).toBe(PCI_COMMAND_MEMORY);

@@ -51,14 +51,14 @@ export const vfioPciHandler: FileHandler<VfioDeviceFile> = defineFileHandler<Vfi
 
   getId: (file) => file.device.fn,
 
-  async preserve({ file, kho, session, container }) {
+  async preserve({ file, kho, session, flb, container }) {
     const pci = container.resolve(PCI_CORE);
     const fn = file.device.fn;
     const out = pci.outgoing;
     if (!out) throw new LiveUpdateError("ENOENT", `${file.description}: no outgoing PCI FLB`);
     out.preserve(fn);
     try {
-      await file.binding?.preserve(session);
+      await file.binding?.preserve(session, flb);
       try {
         const ser = kho.allocPreserve(VFIO_PCI_SER.size);
         const dv = new DataView(ser.view.buffer, ser.view.byteOffset, VFIO_PCI_SER.size);
@@ -66,7 +66,7 @@ export const vfioPciHandler: FileHandler<VfioDeviceFile> = defineFileHandler<Vfi
         dv.setUint16(VFIO_PCI_SER.bdf, fn.bdf, true);
         return { data: ser.phys };
       } catch (e) {
-        file.binding?.unpreserve();
+        await file.binding?.unpreserve();
         throw e;
       }
     } catch (e) {
@@ -75,8 +75,8 @@ export const vfioPciHandler: FileHandler<VfioDeviceFile> = defineFileHandler<Vfi
     }
   },
 
-  unpreserve({ file, kho, data, container }) {
-    file.binding?.unpreserve();
+  async unpreserve({ file, kho, data, container }) {
+    await file.binding?.unpreserve();
     container.resolve(PCI_CORE).outgoing?.unpreserve(file.device.fn);
     kho.unpreserveFree(data);
   },

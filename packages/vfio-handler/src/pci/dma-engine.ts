@@ -150,7 +150,6 @@ export class DmaEngine extends PciEndpoint {
   #job: DmaJob | undefined;
   /** Fractional nanosecond budget carried between advances. */
   #credit = 0;
-  readonly #buf = new Uint8Array(DMA_BURST);
   /** Bytes the engine has copied since power-on (all transfers). */
   bytesCopied = 0;
 
@@ -294,12 +293,12 @@ export class DmaEngine extends PciEndpoint {
         this.#fail(job.src + this.#progress, job);
         return;
       }
-      const chunk = this.#buf.subarray(0, burst);
       const srcIova = job.src + this.#progress;
       const dstIova = job.dst + this.#progress;
+      let chunk: Uint8Array;
       try {
         if (!port) throw new LiveUpdateError("EFAULT", `${this.address}: no DMA path`);
-        port.read(this.domain, this.bdf, srcIova, chunk);
+        chunk = port.read(this.domain, this.bdf, srcIova, burst);
       } catch {
         this.#fail(srcIova, job);
         return;

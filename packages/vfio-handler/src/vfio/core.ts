@@ -14,7 +14,6 @@
 import type { InjectionToken } from "tsyringe";
 import { LiveUpdateError } from "@luo/core";
 import type { PciCore } from "../kernel/pci-core.js";
-import type { VfioIommufdBinder } from "./iommufd.js";
 import { VfioDeviceFile } from "./device-file.js";
 import { VfioContainerFile, VfioGroupFile } from "./group.js";
 import { VfioPciDevice, type VfioLiveUpdateMode } from "./pci-device.js";
@@ -36,13 +35,11 @@ export class VfioCore {
 
   /**
    * @param pci - the kernel's PCI core (already enumerated)
-   * @param binder - the iommufd device API, when the kernel has iommufd
    * @param mode - device behaviour across a live update
    * @param bind - addresses (`SSSS:BB:DD.F`) vfio-pci owns; undefined: every endpoint
    */
   constructor(
     readonly pci: PciCore,
-    readonly binder: VfioIommufdBinder | undefined,
     readonly mode: VfioLiveUpdateMode,
     bind: readonly string[] | undefined,
   ) {

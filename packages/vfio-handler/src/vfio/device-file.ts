@@ -15,7 +15,7 @@
  * @module
  */
 import { KernelFile, LiveUpdateError, type Process } from "@luo/core";
-import type { VfioIommufdBinding } from "./iommufd.js";
+import { vfioIommufdBind, type VfioIommufdBinding } from "./iommufd.js";
 import { eventfdTrigger, type VfioIrqTrigger } from "./irq-trigger.js";
 import type { VfioBarMapping, VfioPciDevice } from "./pci-device.js";
 import type { VfioCore } from "./core.js";
@@ -166,9 +166,7 @@ export class VfioDeviceFile extends KernelFile {
     if (this.#granted) throw new LiveUpdateError("EINVAL", `${what}: already bound`);
     if (this.device.owner)
       throw new LiveUpdateError("EBUSY", `${what}: another file of the device is in use`);
-    const binder = this.core.binder;
-    if (!binder) throw new LiveUpdateError("ENODEV", `${what}: this kernel has no iommufd`);
-    const binding = binder.bind(proc, dv.getInt32(VFIO_DEVICE_BIND.iommufd, true), this.device.fn);
+    const binding = vfioIommufdBind(proc, dv.getInt32(VFIO_DEVICE_BIND.iommufd, true), this.device.fn);
     // From here nothing can fail.
     this.device.owner = this;
     this.device.enable(this.retrieved && this.device.mode === "continuous");

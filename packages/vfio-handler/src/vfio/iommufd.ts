@@ -1,43 +1,78 @@
 /**
- * What vfio needs from iommufd for one device (the in-kernel iommufd device API that
- * `vfio_iommufd_physical_bind` and friends call), kept behind one interface so the device file
- * does not depend on iommufd's internals.
+ * vfio's use of iommufd (`drivers/vfio/iommufd.c`): a cdev binds its device to an iommufd with
+ * the in-kernel `iommufdBind` of `@luo/iommufd-handler` (the device's requester id is its PCI
+ * segment and BDF), attaches and detaches it through the bound device, and — from the live-update
+ * handler — preserves the device's IOMMU state with `iommufdDevicePreserve`.
  *
  * @module
  */
-import type { Process, SessionDependencies } from "@luo/core";
+import type { FlbAccess, Process, SessionDependencies } from "@luo/core";
+import {
+  iommufdBind,
+  iommufdDevicePreserve,
+  type IommufdDevice,
+  type IommufdDevicePreservation,
+} from "@luo/iommufd-handler";
+import { LiveUpdateError } from "@luo/core";
 import type { PciFunction } from "../pci/function.js";
 
-/** A device bound to an iommufd (`struct iommufd_device`). */
-export interface VfioIommufdBinding {
+/** A device bound to an iommufd through a vfio cdev. */
+export class VfioIommufdBinding {
+  #preservation: IommufdDevicePreservation | undefined;
+
+  /** @param device - the bound iommufd device */
+  constructor(readonly device: IommufdDevice) {}
+
   /** The device id inside the iommufd (`out_devid`). */
-  readonly devId: number;
-  /** The page table the device is attached to, if any. */
-  readonly attachedPt: number | undefined;
+  get devId(): number {
+    return this.device.id;
+  }
+
+  /** The HWPT the device is attached to, if any. */
+  get attachedPt(): number | undefined {
+    return this.device.hwpt?.id;
+  }
+
+  /** Attaches to IOAS or HWPT `ptId`; returns the HWPT id. iommufd's errors (`EBUSY` when preserved, `ENOENT` …). */
+  attach(ptId: number): number {
+    return this.device.attach(ptId);
+  }
+
+  /** Detaches. iommufd's errors (`EBUSY` when preserved). */
+  detach(): void {
+    this.device.detach();
+  }
+
+  /** Unbinds (close path). */
+  unbind(): void {
+    this.device.unbind();
+  }
+
   /**
-   * Attaches the device to IOAS or HWPT `ptId`; returns the HWPT id actually used. iommufd's
-   * errors (`ENOENT` unknown id, `EBUSY` a preserved device, …).
+   * Preserves the device's IOMMU state (`iommufd_device_preserve`). `ENOENT` not attached or the
+   * iommufd not preserved earlier in the session; `EINVAL` HWPT not marked; `EBUSY` already.
    */
-  attach(ptId: number): number;
-  /** Detaches the device. iommufd's errors (`EBUSY` for a preserved device). */
-  detach(): void;
-  /** Unbinds the device from the iommufd (close path; never fails). */
-  unbind(): void;
-  /**
-   * LUO: preserves the device's iommufd state in the session being preserved
-   * (`iommufd_device_preserve`). `ENOENT` not attached or the iommufd not preserved in this
-   * session before the device; `EINVAL` the attached HWPT is not marked for preservation.
-   */
-  preserve(session: SessionDependencies): void | Promise<void>;
-  /** Undoes {@link VfioIommufdBinding.preserve}. */
-  unpreserve(): void;
+  async preserve(session: SessionDependencies, flb: FlbAccess): Promise<void> {
+    if (this.#preservation)
+      throw new LiveUpdateError("EBUSY", `${this.device.name}: IOMMU state already preserved`);
+    this.#preservation = await iommufdDevicePreserve({ session, flb }, this.device);
+  }
+
+  /** Undoes {@link VfioIommufdBinding.preserve} (no-op when not preserved). */
+  async unpreserve(): Promise<void> {
+    const p = this.#preservation;
+    this.#preservation = undefined;
+    await p?.unpreserve();
+  }
 }
 
-/** Binds devices to iommufds (`VFIO_DEVICE_BIND_IOMMUFD`). */
-export interface VfioIommufdBinder {
-  /**
-   * Binds `fn` to the iommufd behind `iommufdFd` of `proc`. `EBADF` bad fd, `EINVAL` not an
-   * iommufd, `EPERM` when the device's DMA is owned by a preserved iommufd.
-   */
-  bind(proc: Process, iommufdFd: number, fn: PciFunction): VfioIommufdBinding;
+/**
+ * Binds `fn` to the iommufd behind `iommufdFd` of `proc` (`VFIO_DEVICE_BIND_IOMMUFD`). `EBADF`
+ * bad fd, `EINVAL` not an iommufd, `EBUSY` another iommufd owns the device, `EPERM` the device's
+ * DMA belongs to a preserved iommufd, `ENODEV` no IOMMU unit covers it.
+ */
+export function vfioIommufdBind(proc: Process, iommufdFd: number, fn: PciFunction): VfioIommufdBinding {
+  return new VfioIommufdBinding(
+    iommufdBind(proc, iommufdFd, { rid: { segment: fn.domain, bdf: fn.bdf }, name: fn.address }),
+  );
 }

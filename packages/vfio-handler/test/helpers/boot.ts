@@ -2,6 +2,7 @@
 // engines), kernels booted with memfd + vfio, and small helpers around the uapi.
 import { Machine, type Kernel, type Plugin, type Process } from "@luo/core";
 import { memfd } from "@luo/memfd-handler";
+import { iommuUnit, iommufd, type IommufdLiveUpdateMode } from "@luo/iommufd-handler";
 import {
   PCI_COMMAND,
   pciBridge,
@@ -37,9 +38,9 @@ export const TOPOLOGY: PciSegmentDesc = {
   ],
 };
 
-/** A machine with `TOPOLOGY` (or `desc`). */
+/** A machine with one IOMMU unit and `TOPOLOGY` (or `desc`). */
 export function pciMachine(desc: PciSegmentDesc = TOPOLOGY, memory = "64 MiB"): Machine {
-  return new Machine({ memory, hardware: [pciSegment(desc)] });
+  return new Machine({ memory, hardware: [iommuUnit({ name: "dmar0" }), pciSegment(desc)] });
 }
 
 /** A booted kernel and a process in it. */
@@ -49,13 +50,20 @@ export interface Booted {
   readonly proc: Process;
 }
 
-/** Boots memfd + vfio (with `options`) on `machine`. */
+/** The plugins of a vfio kernel: memfd, iommufd (`iommu` behaviour) and vfio (`options`). */
+export function vfioPlugins(
+  options: VfioPluginOptions = {},
+  iommu: IommufdLiveUpdateMode = "restore",
+): Plugin[] {
+  return [memfd(), iommufd({ liveUpdate: iommu }), vfio(options)];
+}
+
+/** Boots memfd + iommufd + vfio (with `options`) on `machine`. */
 export async function bootVfio(
   machine: Machine = pciMachine(),
   options: VfioPluginOptions = {},
-  extra: readonly Plugin[] = [],
 ): Promise<Booted> {
-  const kernel = await machine.boot({ plugins: [memfd(), ...extra, vfio(options)] });
+  const kernel = await machine.boot({ plugins: vfioPlugins(options) });
   return { machine, kernel, proc: kernel.spawn("vmm") };
 }
 
