@@ -48,6 +48,12 @@ export interface KexecOptions {
    * with `Machine.load(path).boot(...)` (possibly in another process).
    */
   readonly saveTo?: string;
+  /**
+   * Machine time (ns) that passes between this kernel's halt and the next kernel's boot — the
+   * jump, firmware and early boot — during which hardware keeps working (a device left running
+   * keeps doing DMA). Default 0. Not with `saveTo` (advance the loaded machine instead): `EINVAL`.
+   */
+  readonly gapNs?: bigint | number;
 }
 
 const running = new WeakMap<Machine, Kernel>();
@@ -164,12 +170,23 @@ export class Kernel {
 
   /**
    * Live update: freeze, hand over, boot the next kernel. Resolves to the next kernel, or to
-   * `undefined` with `saveTo`. Errors: `EBUSY` (a kexec is in progress), the freeze error of a
+   * `undefined` with `saveTo`. Machine time advances by `gapNs` between the halt and the next
+   * boot. Errors: `EINVAL` (bad `gapNs`), `EBUSY` (a kexec is in progress), the freeze error of a
    * handler (this kernel keeps running), `ENOMEM`, the image write error (this kernel keeps
    * running), {@link KernelPanicError} if the next kernel cannot boot from the handover.
    */
   async kexec(options: KexecOptions = {}): Promise<Kernel | undefined> {
     this.context.assertRunning();
+    const gap = options.gapNs ?? 0;
+    if (
+      !(typeof gap === "bigint" ? gap >= 0n : Number.isSafeInteger(gap) && gap >= 0) ||
+      (gap !== 0 && gap !== 0n && options.saveTo !== undefined)
+    ) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `kexec: gapNs ${String(gap)} must be a non-negative integer, and not combined with saveTo`,
+      );
+    }
     if (this.kexecBusy) throw new LiveUpdateError("EBUSY", `a kexec of ${this.name} is already in progress`);
     this.kexecBusy = true;
     try {
@@ -192,6 +209,7 @@ export class Kernel {
       this.kexecBusy = false;
     }
     if (options.saveTo !== undefined) return undefined;
+    this.machine.advanceTime(gap);
     return Kernel.boot(this.machine, { plugins: options.plugins ?? this.plugins });
   }
 
