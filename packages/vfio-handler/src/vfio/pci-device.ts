@@ -129,10 +129,14 @@ export class VfioPciDevice {
   }
 
   /**
-   * First open (`vfio_pci_core_enable`): memory decode on, the device reset to a clean state —
-   * except `keepRunning` (a retrieved device in continuous mode), which is left exactly as it is.
+   * First open (`vfio_pci_core_enable`): the bridges above enabled with bus mastering
+   * (`pci_enable_bridge`), memory decode on, the device reset to a clean state — except
+   * `keepRunning` (a retrieved device in continuous mode), which is left exactly as it is.
    */
   enable(keepRunning: boolean): void {
+    for (let b = this.fn.parent; b; b = b.parent) {
+      b.configWrite(PCI_COMMAND, 2, b.command | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    }
     if (keepRunning) return;
     this.#reset(false);
     this.fn.configWrite(PCI_COMMAND, 2, (this.fn.command | PCI_COMMAND_MEMORY) & ~PCI_COMMAND_INTX_DISABLE);
