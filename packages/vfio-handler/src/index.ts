@@ -31,3 +31,4 @@ export * from "./vfio/core.js";
 export * from "./luo/handler.js";
 export * from "./plugin.js";
 export * from "./vfio/user.js";
+export * from "./luo/inspect.js";

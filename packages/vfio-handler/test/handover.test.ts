@@ -107,3 +107,27 @@ describe.each(["reset", "continuous"] as const)("two kernels, %s mode", (mode) =
     expect(k2.container.resolve(PCI_CORE).incoming?.nrDevices).toBe(0);
   });
 });
+
+describe("the kernel selftest's two-kernel flow with a 1 GiB DMA buffer", () => {
+  it("a 1 GiB memfd mapped at a high IOVA hands over with the device; DMA at its far end works", async () => {
+    const size = 1024 * MiB;
+    const machine = pciMachine(undefined, "1088 MiB");
+    const b = await bootVfio(machine);
+    const vm = await deviceVm(b.proc, { size });
+    const src = pattern(64 * 1024, 3);
+    const far = size - 4 * MiB;
+    b.proc.pwrite(vm.ram, src, far);
+    await preserveVm(b.proc, vm);
+    vm.drv.memcpyStart(HIGH_IOVA + BigInt(far), HIGH_IOVA + BigInt(far + MiB), src.length, 100_000);
+    machine.advanceTime(1000);
+    const k2 = await b.kernel.kexec({ gapNs: 1_000_000 });
+    const proc = k2.spawn("vmm");
+    const next = await nextKernelFlow(proc, size, "reset");
+    expect(proc.pread(next.ram, 4096, far + MiB + 4096).every((x) => x === 0)).toBe(true); // dropped
+    next.drv.enable();
+    next.drv.memcpyStart(HIGH_IOVA + BigInt(far), HIGH_IOVA + BigInt(far + 2 * MiB), src.length);
+    machine.advanceTime(1_000_000);
+    expect(sameBytes(proc.pread(next.ram, src.length, far + 2 * MiB), src)).toBe(true);
+    expect(faults(machine)).toBe(0);
+  });
+});

@@ -5,6 +5,7 @@ import {
   Machine,
   isLiveUpdateError,
   type Kernel,
+  type LiveUpdateDevice,
   type Plugin,
   type Process,
   type SessionHandle,
@@ -176,12 +177,24 @@ export async function deviceVm(
 
 /** Preserves the memfd (1), the iommufd (2) and the device (3) of `vm` in a new session `name`. */
 export async function preserveVm(proc: Process, vm: DeviceVm, name = "vm"): Promise<SessionHandle> {
-  const lu = await proc.openLiveUpdate();
+  const lu = await liveUpdate(proc);
   const s = await lu.createSession(name);
   await s.preserveFd(vm.ram, 1n);
   await s.preserveFd(vm.iommufd, 2n);
   await s.preserveFd(vm.fd, 3n);
   return s;
+}
+
+const opened = new WeakMap<Process, LiveUpdateDevice>();
+
+/** `proc`'s /dev/liveupdate handle, opened on first use (the device is exclusive). */
+export async function liveUpdate(proc: Process): Promise<LiveUpdateDevice> {
+  let lu = opened.get(proc);
+  if (!lu) {
+    lu = await proc.openLiveUpdate();
+    opened.set(proc, lu);
+  }
+  return lu;
 }
 
 /** A deterministic byte pattern. */
