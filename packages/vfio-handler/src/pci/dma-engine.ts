@@ -148,6 +148,7 @@ export class DmaEngine extends PciEndpoint {
   #faultIova = 0n;
   /** Latched at start: the transfer in flight. */
   #job: DmaJob | undefined;
+  readonly #fifo = new Uint8Array(DMA_BURST);
   /** Fractional nanosecond budget carried between advances. */
   #credit = 0;
   /** Bytes the engine has copied since power-on (all transfers). */
@@ -295,10 +296,11 @@ export class DmaEngine extends PciEndpoint {
       }
       const srcIova = job.src + this.#progress;
       const dstIova = job.dst + this.#progress;
-      let chunk: Uint8Array;
+      // The engine's FIFO: one buffer reused for every burst (no allocation per burst).
+      const chunk = this.#fifo.subarray(0, burst);
       try {
         if (!port) throw new LiveUpdateError("EFAULT", `${this.address}: no DMA path`);
-        chunk = port.read(this.domain, this.bdf, srcIova, burst);
+        port.read(this.domain, this.bdf, srcIova, chunk);
       } catch {
         this.#fail(srcIova, job);
         return;
