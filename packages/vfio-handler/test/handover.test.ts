@@ -5,7 +5,14 @@
 // into the same physical pages (only preserved ones).
 import { describe, expect, it } from "vitest";
 import { memfdFile, memfdPages } from "@luo/memfd-handler";
-import { hwptAlloc, hwptRestore, ioasAlloc, ioasMapFile, iommuUnits } from "@luo/iommufd-handler";
+import {
+  hwptAlloc,
+  hwptRestore,
+  ioasAlloc,
+  ioasMapFile,
+  iommufdOpen,
+  iommuUnits,
+} from "@luo/iommufd-handler";
 import {
   DmaEngineDriver,
   PCI_CORE,
@@ -105,6 +112,24 @@ describe.each(["reset", "continuous"] as const)("two kernels, %s mode", (mode) =
     proc.close(next.fd);
     proc.close(await proc.open(vfioCdevPath(0)));
     expect(k2.container.resolve(PCI_CORE).incoming?.nrDevices).toBe(0);
+  });
+});
+
+describe("iommufd phase 1 in the next kernel", () => {
+  it("the device retrieves but cannot bind to a new iommufd (EPERM); FINISH never succeeds", async () => {
+    const machine = pciMachine();
+    const b = await bootVfio(machine);
+    const vm = await deviceVm(b.proc);
+    await preserveVm(b.proc, vm);
+    const k2 = await b.kernel.kexec({ plugins: vfioPlugins({}, "phase1") });
+    const proc = k2.spawn("vmm");
+    const s = await (await proc.openLiveUpdate()).retrieveSession("vm");
+    expect(await code(s.retrieveFd(2n))).toBe("EOPNOTSUPP");
+    const dev = vfioDevice(proc, await s.retrieveFd(3n));
+    const fresh = await iommufdOpen(proc);
+    expect(await code(dev.bindIommufd(fresh))).toBe("EPERM");
+    expect(await code(dev.info())).toBe("EINVAL"); // still unbound: nothing changed
+    expect(await code(s.finish())).toBe("EBUSY");
   });
 });
 
