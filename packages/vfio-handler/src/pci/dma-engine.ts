@@ -148,7 +148,8 @@ export class DmaEngine extends PciEndpoint {
   #faultIova = 0n;
   /** Latched at start: the transfer in flight. */
   #job: DmaJob | undefined;
-  readonly #fifo = new Uint8Array(DMA_BURST);
+  /** The engine's FIFO, allocated at its first transfer (256 idle engines need no 16 MiB). */
+  #fifo: Uint8Array | undefined;
   /** Fractional nanosecond budget carried between advances. */
   #credit = 0;
   /** Bytes the engine has copied since power-on (all transfers). */
@@ -297,7 +298,7 @@ export class DmaEngine extends PciEndpoint {
       const srcIova = job.src + this.#progress;
       const dstIova = job.dst + this.#progress;
       // The engine's FIFO: one buffer reused for every burst (no allocation per burst).
-      const chunk = this.#fifo.subarray(0, burst);
+      const chunk = (this.#fifo ??= new Uint8Array(DMA_BURST)).subarray(0, burst);
       try {
         if (!port) throw new LiveUpdateError("EFAULT", `${this.address}: no DMA path`);
         port.read(this.domain, this.bdf, srcIova, chunk);
