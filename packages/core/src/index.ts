@@ -126,6 +126,17 @@ export {
   KernelContext,
   Process,
   type DeviceOpener,
+  type WaitOptions,
+  EFD_SEMAPHORE,
+  EFD_NONBLOCK,
+  EFD_CLOEXEC,
+  EFD_FLAGS_SET,
+  EVENTFD_COUNT_MAX,
+  EVENTFD_VALUE_SIZE,
+  EventFdFile,
+  eventfd,
+  eventfdFile,
+  eventfdCtxFdget,
 } from "./kernel/index.js";
 export {
   LIVE_UPDATE_EVENT_NAMES,
