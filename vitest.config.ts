@@ -41,6 +41,14 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: "vfio-handler",
+          root: "packages/vfio-handler",
+          include: ["test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: "quickstart",
           root: "examples/quickstart",
           include: ["test/**/*.test.ts"],

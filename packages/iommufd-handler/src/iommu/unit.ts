@@ -388,7 +388,13 @@ export class IommuUnit implements MachineHardware {
     return out;
   }
 
-  /** DMA read by `rid` into `dst` (see {@link DmaPort.dmaReadInto}). */
+  /**
+   * DMA read by `rid` into the device's own buffer `dst` (its FIFO): the same translation and
+   * faults as {@link IommuUnit.dmaRead}, without allocating. A device that moves data in bursts
+   * should use this: allocating (or `slice()`-ing) a fresh array per burst was measured at
+   * 0.6 GB/s for 512 KiB bursts (and `slice()` of a view into RAM at 0.1 GB/s), a copy into a
+   * reused buffer runs at memcpy speed.
+   */
   dmaReadInto(rid: RequesterId, iova: bigint | number, dst: Uint8Array): void {
     if (!(dst instanceof Uint8Array))
       throw new LiveUpdateError("EINVAL", `${this.name}: DMA buffer is not bytes`);
@@ -495,11 +501,19 @@ export class IommuUnit implements MachineHardware {
       const s = LEAF_SIZE[level]!;
       const start = iova - (iova % s);
       let len = s;
+      // RAM is backed in 2 MiB sections and a TLB entry holds one view of its memory, so no entry
+      // crosses a 2 MiB physical boundary: a 1 GiB leaf is cached as the 2 MiB slice in use (in
+      // the 2 MiB level), and a run of 4 KiB leaves stops at the boundary.
+      if (level === 2) {
+        const slice = iova - (iova % LEAF_SIZE[1]!);
+        return { iova: slice, phys: addr + (slice - start), len: LEAF_SIZE[1]!, level: 1, prot };
+      }
       if (level === 0) {
         const t = m.view(BigInt(table), PAGE_SIZE);
         const dv = new DataView(t.buffer, t.byteOffset, PAGE_SIZE);
         for (let i = ptIndex(iova, 0) + 1; i < 512; i++) {
           const next = dv.getBigUint64(i * 8, true);
+          if ((addr + len) % LEAF_SIZE[1]! === 0) break;
           if (Number(next & (PTE_READ | PTE_WRITE)) !== prot || Number(next & PTE_ADDR_MASK) !== addr + len)
             break;
           len += s;
