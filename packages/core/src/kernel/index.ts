@@ -6,3 +6,4 @@
 export * from "./file.js";
 export * from "./context.js";
 export * from "./process.js";
+export * from "./unix-socket.js";

@@ -62,7 +62,6 @@ export class Kernel {
   /** The Live Update Orchestrator. */
   readonly liveupdate: LiveUpdate;
   private readonly teardowns: Array<{ name: string; fn: () => Awaitable<void> }> = [];
-  private nextPid = 1;
   private kexecBusy = false;
 
   private constructor(
@@ -146,7 +145,7 @@ export class Kernel {
   /** Starts a process. `ESHUTDOWN` on a halted kernel. */
   spawn(name: string): Process {
     this.context.assertRunning();
-    return new Process(this.context, name, this.nextPid++);
+    return new Process(this.context, name, this.context.allocPid());
   }
 
   private async teardown(): Promise<void> {
