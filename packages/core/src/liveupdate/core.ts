@@ -26,9 +26,9 @@ import { FlbManager } from "./flb.js";
 import { LiveUpdateEvents } from "./events.js";
 import { PreservedIds } from "./preserved-ids.js";
 import { Registry } from "./registration.js";
-import { Session, SessionList, validateSessionName } from "./session.js";
+import { Session, SessionList, validateSessionName, type SessionState } from "./session.js";
 import { LevelRwLock, LockLevel } from "./locks.js";
-import { toU64 } from "./file.js";
+import { toU64, type FileFinishStatus } from "./file.js";
 import type { LuoServices } from "./services.js";
 
 /** What a successful freeze hands to the kexec path. */
@@ -37,6 +37,16 @@ export interface RebootTicket {
   commit(): void;
   /** The handover could not happen: unfreeze, clear the records, release the lock. */
   abort(error: LiveUpdateError): Promise<void>;
+}
+
+/** An incoming session as FINISH would see it now. */
+export interface SessionFinishStatus {
+  /** The session's name. */
+  readonly session: string;
+  /** Its state (`live`, or `finished` after an explicit FINISH). */
+  readonly state: SessionState;
+  /** Its files in handover order; FINISH succeeds when every `canFinish` is true. */
+  readonly files: readonly FileFinishStatus[];
 }
 
 /** Counts for observability and leak checks. */
@@ -263,6 +273,22 @@ export class LiveUpdate {
         s.state = "finished";
       });
       this.events.emitEvent("session:finished", { session: s.name });
+    });
+  }
+
+  /**
+   * What FINISH of incoming session `s` would decide now, without finishing (see
+   * `SessionHandle.finishStatus`). `EINVAL` for an outgoing session, `EBADF` once closed.
+   */
+  async finishStatus(s: Session): Promise<SessionFinishStatus> {
+    this.ctx.assertRunning();
+    return this.serializeLock.read(async () => {
+      this.requireKind(s, "incoming", "finish status");
+      return s.mutex.lock(async () => {
+        this.requireOpen(s);
+        const files = s.fileCount > 0 ? await s.files.finishPreview() : [];
+        return { session: s.name, state: s.state, files };
+      });
     });
   }
 

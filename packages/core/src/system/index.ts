@@ -5,3 +5,4 @@
  */
 export * from "./kernel.js";
 export * from "./boot.js";
+export * from "./compatibles.js";

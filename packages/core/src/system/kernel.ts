@@ -20,7 +20,12 @@ import { KernelPanicError, LiveUpdateError, toLiveUpdateError } from "../errors.
 import { KernelContext, Process } from "../kernel/index.js";
 import { Kho, KhoIncoming } from "../kho/index.js";
 import { readLuoHandover } from "../abi/index.js";
-import { LiveUpdate, registerLiveUpdateDevice, type Awaitable } from "../liveupdate/index.js";
+import {
+  LiveUpdate,
+  registerLiveUpdateDevice,
+  type Awaitable,
+  type ServedCompatibles,
+} from "../liveupdate/index.js";
 import type { Machine } from "../machine/index.js";
 import {
   KERNEL_CONTEXT,
@@ -140,6 +145,11 @@ export class Kernel {
   /** True once this kernel was replaced by a live update (or shut down). */
   get halted(): boolean {
     return this.context.halted;
+  }
+
+  /** The compatibles this kernel serves: its registered file handlers and their FLBs. */
+  compatibles(): ServedCompatibles {
+    return this.liveupdate.registry.compatibles();
   }
 
   /** Starts a process. `ESHUTDOWN` on a halted kernel. */
