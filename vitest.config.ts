@@ -37,6 +37,14 @@ export default defineConfig({
           include: ["test/**/*.test.ts"],
         },
       },
+      {
+        extends: true,
+        test: {
+          name: "luod",
+          root: "examples/luod",
+          include: ["test/**/*.test.ts"],
+        },
+      },
     ],
   },
 });
