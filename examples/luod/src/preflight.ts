@@ -27,25 +27,22 @@ export interface PreflightResult {
   readonly missing: readonly MissingCompatible[];
 }
 
-/** The compatibles `kernel` is about to hand over, with who uses each. */
+/** The compatibles `kernel` is about to hand over (its `handingOver()` view), with who uses each. */
 export function handoverCompatibles(kernel: Kernel): {
   files: Map<string, string[]>;
   flbs: Map<string, string[]>;
 } {
   const files = new Map<string, string[]>();
   const flbs = new Map<string, string[]>();
-  const luo = kernel.liveupdate;
-  for (const s of luo.outgoing.values()) {
-    if (s.fileCount === 0) continue;
-    for (const f of s.files.list()) {
+  const view = kernel.liveupdate.handingOver();
+  for (const s of view.sessions) {
+    for (const f of s.files) {
       const users = files.get(f.compatible) ?? [];
       users.push(`${s.name}/${f.token}`);
       files.set(f.compatible, users);
     }
   }
-  for (const st of luo.flbs.registered()) {
-    if (st.outCount > 0) flbs.set(st.flb.compatible, [`${st.outCount} file(s)`]);
-  }
+  for (const f of view.flbs) flbs.set(f.compatible, [`${f.count} file(s)`]);
   return { files, flbs };
 }
 

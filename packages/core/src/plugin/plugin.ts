@@ -13,12 +13,20 @@
 import type { DependencyContainer } from "tsyringe";
 import { LiveUpdateError } from "../errors.js";
 import type { DeviceOpener, KernelContext } from "../kernel/index.js";
+import type { Kho, KhoIncoming } from "../kho/index.js";
+import type { Machine } from "../machine/index.js";
 import type { Awaitable, FileHandler, Flb, LiveUpdate } from "../liveupdate/index.js";
 
 /** What `register` receives. */
 export interface PluginContext {
   /** The kernel's child DI container: register your services here, never in the global one. */
   readonly container: DependencyContainer;
+  /** The machine the kernel runs on (physical memory, the page allocator). */
+  readonly machine: Machine;
+  /** The kernel's outgoing KHO: preserve pages and publish subtrees for the next kernel. */
+  readonly kho: Kho;
+  /** What the previous kernel handed over through KHO; `undefined` after a cold boot. */
+  readonly incoming: KhoIncoming | undefined;
   /** The kernel's VFS context. */
   readonly kernel: KernelContext;
   /** The kernel's orchestrator. */

@@ -3,6 +3,6 @@
  *
  * @module
  */
-export * from "./kernel.js";
-export * from "./boot.js";
-export * from "./compatibles.js";
+export { Kernel, type BootOptions, type KexecOptions, type KexecSaveOptions } from "./kernel.js";
+import "./boot.js";
+export { pluginCompatibles } from "./compatibles.js";

@@ -44,15 +44,23 @@ export interface BootOptions {
   readonly plugins?: readonly Plugin[];
 }
 
-/** Options of {@link Kernel.kexec}. */
+/** Options of {@link Kernel.kexec} that boots the next kernel in this process. */
 export interface KexecOptions {
   /** Plugins of the next kernel (default: this kernel's), e.g. an upgraded handler set. */
   readonly plugins?: readonly Plugin[];
+  /** Not set: the next kernel boots in this process (see {@link KexecSaveOptions}). */
+  readonly saveTo?: undefined;
+}
+
+/** Options of {@link Kernel.kexec} that writes the machine image instead of booting. */
+export interface KexecSaveOptions {
   /**
    * Write the machine image here instead of booting the next kernel in this process; continue
    * with `Machine.load(path).boot(...)` (possibly in another process).
    */
-  readonly saveTo?: string;
+  readonly saveTo: string;
+  /** Ignored: the plugins are chosen by whoever boots the image. */
+  readonly plugins?: readonly Plugin[];
 }
 
 const running = new WeakMap<Machine, Kernel>();
@@ -128,6 +136,9 @@ export class Kernel {
     const luo = this.liveupdate;
     return {
       container: this.container,
+      machine: this.machine,
+      kho: this.kho,
+      incoming: this.incoming,
       kernel: this.context,
       liveupdate: luo,
       registerFileHandler: (h) => luo.registry.registerHandler(h),
@@ -177,7 +188,12 @@ export class Kernel {
    * handler (this kernel keeps running), `ENOMEM`, the image write error (this kernel keeps
    * running), {@link KernelPanicError} if the next kernel cannot boot from the handover.
    */
-  async kexec(options: KexecOptions = {}): Promise<Kernel | undefined> {
+  kexec(options?: KexecOptions): Promise<Kernel>;
+  /** With `saveTo`: freeze, hand over and write the machine image; resolves to `undefined`. */
+  kexec(options: KexecSaveOptions): Promise<undefined>;
+  /** Either form, when which one is only known at run time. */
+  kexec(options: KexecOptions | KexecSaveOptions): Promise<Kernel | undefined>;
+  async kexec(options: KexecOptions | KexecSaveOptions = {}): Promise<Kernel | undefined> {
     this.context.assertRunning();
     if (this.kexecBusy) throw new LiveUpdateError("EBUSY", `a kexec of ${this.name} is already in progress`);
     this.kexecBusy = true;
