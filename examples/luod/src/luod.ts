@@ -126,6 +126,12 @@ export async function startLuod(kernel: Kernel, options: LuodOptions = {}): Prom
 export class Luod {
   /** Operator messages, oldest first. */
   readonly messages: string[] = [];
+  /**
+   * Resolves with the next kernel once an update kexec'd (undefined with `saveTo`), after
+   * {@link LuodOptions.onKexec} ran: where the caller starts the next luod.
+   */
+  readonly next: Promise<Kernel | undefined>;
+  private resolveNext!: (k: Kernel | undefined) => void;
   private readonly conns = new Set<Conn>();
   private readonly outgoing = new Map<string, { owner: string; handle: SessionHandle }>();
   private readonly incoming = new Map<string, IncomingEntry>();
@@ -149,6 +155,7 @@ export class Luod {
     private readonly options: LuodOptions,
   ) {
     this.path = options.socketPath ?? LUOD_SOCKET_PATH;
+    this.next = new Promise((resolve) => (this.resolveNext = resolve));
   }
 
   private log(message: string): void {
@@ -594,6 +601,7 @@ export class Luod {
     }
     this.gone();
     await this.options.onKexec?.(next);
+    this.resolveNext(next);
     return { ok: true, update, kernel: next, lost };
   }
 
