@@ -26,7 +26,7 @@ import { FlbManager } from "./flb.js";
 import { LiveUpdateEvents } from "./events.js";
 import { PreservedIds } from "./preserved-ids.js";
 import { Registry } from "./registration.js";
-import { Session, SessionList, validateSessionName, type SessionState } from "./session.js";
+import { Session, SessionList, validateSessionName } from "./session.js";
 import { LevelRwLock, LockLevel } from "./locks.js";
 import { toU64, type FileFinishStatus } from "./file.js";
 import type { LuoServices } from "./services.js";
@@ -44,8 +44,8 @@ export interface RebootTicket {
 export interface SessionFinishStatus {
   /** The session's name. */
   readonly session: string;
-  /** Its state (`live`, or `finished` after an explicit FINISH). */
-  readonly state: SessionState;
+  /** `live`, or `finished` after an explicit FINISH (a closed or stuck session cannot be asked). */
+  readonly state: "live" | "finished";
   /** Its files in handover order; FINISH succeeds when every `canFinish` is true. */
   readonly files: readonly FileFinishStatus[];
 }
@@ -373,7 +373,7 @@ export class LiveUpdate {
       return s.mutex.lock(async () => {
         this.requireOpen(s);
         const files = s.fileCount > 0 ? await s.files.finishPreview() : [];
-        return { session: s.name, state: s.state, files };
+        return { session: s.name, state: s.state === "finished" ? "finished" : "live", files };
       });
     });
   }
