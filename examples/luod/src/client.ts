@@ -33,7 +33,7 @@ import {
   type LuodEvent,
 } from "./protocol.js";
 import type { LuodStatus } from "./status.js";
-import type { UpdateResult } from "./luod.js";
+import type { UpdateFailure } from "./barrier.js";
 
 /** Options of {@link connectLuod}. */
 export interface LuodClientOptions {
@@ -287,4 +287,4 @@ export class LuodClient {
 }
 
 /** The update reply as it travels: {@link UpdateResult} without the kernel. */
-export type UpdateResultReply = { ok: true } | Omit<Extract<UpdateResult, { ok: false }>, never>;
+export type UpdateResultReply = { readonly ok: true } | UpdateFailure;

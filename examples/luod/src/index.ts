@@ -8,6 +8,8 @@ export * from "./protocol.js";
 export * from "./mapping.js";
 export * from "./preflight.js";
 export * from "./status.js";
+export * from "./barrier.js";
+export * from "./handback.js";
 export * from "./luod.js";
 export * from "./client.js";
 export * from "./luoctl.js";

@@ -29,15 +29,23 @@
 import {
   LiveUpdateError,
   isLiveUpdateError,
-  type ErrnoCode,
   type Kernel,
   type LiveUpdateDevice,
   type Plugin,
   type Process,
   type SessionHandle,
 } from "@luo/core";
-import { preflight, type MissingCompatible } from "./preflight.js";
-import { MAPPING_VERSION, preserveMapping, retrieveMapping, type LuodMapping } from "./mapping.js";
+import { preflight } from "./preflight.js";
+import { MAPPING_VERSION, preserveMapping, type LuodMapping } from "./mapping.js";
+import {
+  barrierVerdict,
+  refusal,
+  runBarrier,
+  type BarrierParty,
+  type UpdateFailure,
+  type UpdateResult,
+} from "./barrier.js";
+import { Handback } from "./handback.js";
 import {
   LineReader,
   LUOD_PROTOCOL_VERSION,
@@ -50,7 +58,7 @@ import {
   type ClientRole,
   type Request,
 } from "./protocol.js";
-import { incomingStatus, type IncomingEntry, type IncomingState, type LuodStatus } from "./status.js";
+import type { LuodStatus } from "./status.js";
 
 /** Options of {@link startLuod}. */
 export interface LuodOptions {
@@ -72,40 +80,13 @@ export interface LuodOptions {
   readonly log?: (message: string) => void;
 }
 
-/** A client lost or refusing during the barrier. */
-export interface BarrierFailure {
-  readonly client: string;
-  readonly reason: string;
-}
-
-/** What {@link Luod.update} resolves to. */
-export type UpdateResult =
-  | {
-      readonly ok: true;
-      readonly update: number;
-      readonly kernel: Kernel | undefined;
-      readonly lost: readonly string[];
-    }
-  | {
-      readonly ok: false;
-      readonly update: number;
-      readonly stage: "busy" | "preflight" | "barrier" | "kexec";
-      readonly code: ErrnoCode;
-      readonly error: string;
-      readonly missing?: readonly MissingCompatible[];
-      readonly failed?: readonly BarrierFailure[];
-      readonly freeze?: { readonly session: string; readonly token: string; readonly compatible: string };
-    };
-
-type Outcome = { kind: "ready" } | { kind: "fail" | "timeout" | "lost"; reason: string };
-
-interface Conn {
+/** One client connection. */
+interface Conn extends BarrierParty {
   readonly fd: number;
   readonly reader: LineReader;
   name: string | undefined;
   role: ClientRole | undefined;
   open: boolean;
-  prepare: { update: number; resolve: (o: Outcome) => void } | undefined;
 }
 
 /** Starts luod on `kernel` (see the module comment). Errors: `EBUSY` (/dev/liveupdate is open), `EADDRINUSE`. */
@@ -134,16 +115,11 @@ export class Luod {
   private resolveNext!: (k: Kernel | undefined) => void;
   private readonly conns = new Set<Conn>();
   private readonly outgoing = new Map<string, { owner: string; handle: SessionHandle }>();
-  private readonly incoming = new Map<string, IncomingEntry>();
-  private own: SessionHandle | undefined;
-  private ownState: "none" | "waiting" | "finished" | "failed" = "none";
+  private readonly handback: Handback;
   private ownOut: SessionHandle | undefined;
-  private mappingError: string | undefined;
-  private kexecsCount = 0;
   private updates = 0;
   private phase: "serving" | "preparing" | "kexec" | "gone" = "serving";
   private listenFd = -1;
-  private reclaimTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly path: string;
 
   /** @internal use {@link startLuod} */
@@ -156,6 +132,7 @@ export class Luod {
   ) {
     this.path = options.socketPath ?? LUOD_SOCKET_PATH;
     this.next = new Promise((resolve) => (this.resolveNext = resolve));
+    this.handback = new Handback(proc, dev, (m) => this.log(m));
   }
 
   private log(message: string): void {
@@ -165,7 +142,7 @@ export class Luod {
 
   /** @internal adopt the previous luod's sessions, then listen. */
   async start(): Promise<void> {
-    await this.adoptIncoming();
+    await this.handback.adopt(this.options.reclaimTimeoutMs ?? 60_000);
     const { proc } = this;
     this.listenFd = proc.socket();
     try {
@@ -176,42 +153,6 @@ export class Luod {
     proc.bind(this.listenFd, this.path);
     proc.listen(this.listenFd);
     void this.acceptLoop();
-    if ([...this.incoming.values()].some((e) => e.state === "waiting")) {
-      this.reclaimTimer = setTimeout(() => void this.reclaim(), this.options.reclaimTimeoutMs ?? 60_000);
-    }
-  }
-
-  private async adoptIncoming(): Promise<void> {
-    try {
-      this.own = await this.dev.retrieveSession(LUOD_SESSION);
-    } catch (e) {
-      if (isLiveUpdateError(e, "ENOENT")) return; // cold boot, or no luod before this kernel
-      throw e;
-    }
-    this.ownState = "waiting";
-    let mapping: LuodMapping;
-    try {
-      mapping = await retrieveMapping(this.proc, this.own);
-    } catch (e) {
-      this.mappingError = (e as Error).message;
-      this.log(`cannot read the previous luod's mapping: ${this.mappingError}`);
-      await this.finishOwn();
-      return;
-    }
-    this.kexecsCount = mapping.state.kexecsCount;
-    for (const [owner, { sessions }] of Object.entries(mapping.clients)) {
-      for (const name of sessions) {
-        try {
-          const handle = await this.dev.retrieveSession(name);
-          this.incoming.set(name, { owner, handle, state: "waiting", reasons: [] });
-        } catch (e) {
-          const reason = `not retrievable: ${(e as Error).message}`;
-          this.incoming.set(name, { owner, handle: undefined, state: "lost", reasons: [reason] });
-          this.log(`session "${name}" of ${owner} ${reason}`);
-        }
-      }
-    }
-    await this.maybeFinishOwn();
   }
 
   // ---- connections --------------------------------------------------------------------------
@@ -322,13 +263,13 @@ export class Luod {
     }
     conn.name = req.name;
     conn.role = req.role;
-    const sessions = [...this.incoming].filter(([, e]) => e.owner === req.name && e.handle).map(([n]) => n);
+    const sessions = this.handback.waitingFor(req.name);
     this.send(conn, {
       id: req.id,
       ok: true,
       version: LUOD_PROTOCOL_VERSION,
       liveupdateNumber: String(this.kernel.liveupdate.liveupdateNumber),
-      kexecsCount: this.kexecsCount,
+      kexecsCount: this.handback.kexecsCount,
       sessions,
     });
   }
@@ -350,45 +291,14 @@ export class Luod {
     this.send(conn, { id, ok: true, name }, [entry.handle.fd]);
   }
 
-  private async retrieveSession(conn: Conn, id: number, name: string): Promise<void> {
-    const e = this.incoming.get(name);
-    if (!e) throw new LiveUpdateError("ENOENT", `no incoming session "${name}"`);
-    if (e.owner !== conn.name) throw new LiveUpdateError("EPERM", `session "${name}" belongs to ${e.owner}`);
-    if (!e.handle || (e.state !== "waiting" && e.state !== "handed")) {
-      throw new LiveUpdateError("ENOENT", `incoming session "${name}" is ${e.state}`);
-    }
-    e.state = "handed";
-    this.send(conn, { id, ok: true, name }, [e.handle.fd]);
+  private retrieveSession(conn: Conn, id: number, name: string): void {
+    const handle = this.handback.handOut(name, conn.name!);
+    this.send(conn, { id, ok: true, name }, [handle.fd]);
   }
 
   private async done(conn: Conn, id: number, name: string): Promise<void> {
-    const e = this.incoming.get(name);
-    if (!e || e.owner !== conn.name || !e.handle) {
-      throw new LiveUpdateError("ENOENT", `no incoming session "${name}" of ${conn.name}`);
-    }
-    await this.closeIncoming(name, e, "done");
-    await this.maybeFinishOwn();
+    const e = await this.handback.done(name, conn.name!);
     this.send(conn, { id, ok: true, name, state: e.state, reasons: e.reasons });
-  }
-
-  /** Closes luod's copy of an incoming session; a veto of the implicit FINISH leaves it stuck. */
-  private async closeIncoming(
-    name: string,
-    e: IncomingEntry,
-    state: "done" | "reclaimed",
-  ): Promise<IncomingState> {
-    const handle = e.handle!;
-    const before = await incomingStatus(handle); // the reasons, while the session can still be asked
-    e.handle = undefined;
-    try {
-      await handle.close();
-      e.state = state;
-    } catch (err) {
-      e.state = "stuck";
-      e.reasons = [...before, (err as Error).message];
-      this.log(`session "${name}" of ${e.owner} is stuck: ${e.reasons.join("; ")}`);
-    }
-    return e.state;
   }
 
   private answer(conn: Conn, req: Extract<Request, { op: "ready" | "fail" }>): void {
@@ -424,49 +334,12 @@ export class Luod {
     }
   }
 
-  // ---- after the reboot ------------------------------------------------------------------------
-
-  private async reclaim(): Promise<void> {
-    this.reclaimTimer = undefined;
-    if (this.phase === "gone" || this.kernel.halted) return;
-    for (const [name, e] of this.incoming) {
-      if (e.state !== "waiting" && e.state !== "handed") continue;
-      const was = e.state;
-      if ((await this.closeIncoming(name, e, "reclaimed")) === "reclaimed") {
-        this.log(
-          `session "${name}" of ${e.owner} reclaimed after the timeout (${was === "waiting" ? "never reconnected" : "not done"})`,
-        );
-      }
-    }
-    await this.maybeFinishOwn();
-  }
-
-  private async maybeFinishOwn(): Promise<void> {
-    if (this.ownState !== "waiting") return;
-    if ([...this.incoming.values()].some((e) => e.state === "waiting" || e.state === "handed")) return;
-    await this.finishOwn();
-  }
-
-  private async finishOwn(): Promise<void> {
-    const own = this.own!;
-    try {
-      await own.finish();
-      await own.close();
-      this.ownState = "finished";
-      this.own = undefined;
-      this.log(`luod's own session finished`);
-    } catch (e) {
-      this.ownState = "failed";
-      this.log(`finishing luod's own session failed: ${(e as Error).message}`);
-    }
-  }
-
   // ---- the update --------------------------------------------------------------------------
 
   private mapping(): LuodMapping {
     const clients: Record<string, { sessions: string[] }> = {};
     for (const [name, { owner }] of this.outgoing) (clients[owner] ??= { sessions: [] }).sessions.push(name);
-    return { version: MAPPING_VERSION, state: { kexecsCount: this.kexecsCount + 1 }, clients };
+    return { version: MAPPING_VERSION, state: { kexecsCount: this.handback.kexecsCount + 1 }, clients };
   }
 
   private async closeOwnOutgoing(): Promise<void> {
@@ -514,7 +387,7 @@ export class Luod {
     const nextPlugins = this.options.nextPlugins ?? this.kernel.plugins;
     const progress = opts.progress ?? (() => {});
     let prepared: Conn[] = [];
-    const abort = async (r: Extract<UpdateResult, { ok: false }>): Promise<UpdateResult> => {
+    const abort = async (r: UpdateFailure): Promise<UpdateResult> => {
       for (const c of prepared) {
         c.prepare = undefined;
         this.send(c, { event: "resume", update, reason: r.error });
@@ -532,23 +405,9 @@ export class Luod {
       const targets = [...this.conns].filter((c) => c.open && c.role === "vmm");
       prepared = targets;
       const timeoutMs = opts.barrierTimeoutMs ?? this.options.barrierTimeoutMs ?? 10_000;
-      const outcomes = await this.barrier(update, targets, timeoutMs);
-      const failed: BarrierFailure[] = [];
-      const lost: string[] = [];
-      outcomes.forEach((o, i) => {
-        const client = targets[i]!.name!;
-        if (o.kind === "lost") lost.push(client);
-        if (
-          o.kind === "fail" ||
-          o.kind === "timeout" ||
-          (o.kind === "lost" && this.options.clientLost === "abort")
-        ) {
-          failed.push({
-            client,
-            reason: o.kind === "timeout" ? `no answer within ${timeoutMs} ms` : o.reason,
-          });
-        }
-      });
+      const notify = (c: BarrierParty): void => this.send(c as Conn, { event: "prepare", update, timeoutMs });
+      const outcomes = await runBarrier(targets, update, timeoutMs, notify);
+      const { failed, lost } = barrierVerdict(targets, outcomes, this.options.clientLost ?? "continue");
       if (failed.length > 0) {
         const error = `barrier failed: ${failed.map((f) => `${f.client} (${f.reason})`).join(", ")}`;
         return abort({ ok: false, update, stage: "barrier", code: "EAGAIN", error, failed });
@@ -570,7 +429,7 @@ export class Luod {
     plugins: readonly Plugin[],
     lost: readonly string[],
     progress: (step: string) => void,
-    abort: (r: Extract<UpdateResult, { ok: false }>) => Promise<UpdateResult>,
+    abort: (r: UpdateFailure) => Promise<UpdateResult>,
   ): Promise<UpdateResult> {
     progress("kexec");
     this.phase = "kexec";
@@ -605,62 +464,30 @@ export class Luod {
     return { ok: true, update, kernel: next, lost };
   }
 
-  private barrier(update: number, targets: readonly Conn[], timeoutMs: number): Promise<Outcome[]> {
-    const waits = targets.map(
-      (c) =>
-        new Promise<Outcome>((resolve) => {
-          c.prepare = { update, resolve };
-        }),
-    );
-    for (const c of targets) this.send(c, { event: "prepare", update, timeoutMs });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
-    void timeout.then(() => {
-      for (const c of targets) {
-        const p = c.prepare;
-        if (p && p.update === update) {
-          c.prepare = undefined;
-          p.resolve({ kind: "timeout", reason: "timeout" });
-        }
-      }
-    });
-    return Promise.all(waits).finally(() => clearTimeout(timer));
-  }
-
   private gone(): void {
     this.phase = "gone";
-    if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
-    this.reclaimTimer = undefined;
+    this.handback.stop();
   }
 
   // ---- status and exit ---------------------------------------------------------------------
 
   /** What luod holds and, per incoming session, why it is not finished yet. */
   async status(): Promise<LuodStatus> {
-    const incoming = [];
-    for (const [name, e] of this.incoming) {
-      let reasons = e.reasons;
-      if (e.handle) {
-        const why = e.state === "waiting" ? `${e.owner} has not reconnected` : `${e.owner} has not said done`;
-        reasons = [why, ...(await incomingStatus(e.handle))];
-      }
-      incoming.push({ name, owner: e.owner, state: e.state, reasons });
-    }
     const connected = new Set([...this.conns].filter((c) => c.open).map((c) => c.name));
     return {
       version: LUOD_PROTOCOL_VERSION,
       liveupdateNumber: String(this.kernel.liveupdate.liveupdateNumber),
-      kexecsCount: this.kexecsCount,
+      kexecsCount: this.handback.kexecsCount,
       phase: this.phase,
-      ownSession: this.ownState,
-      mappingError: this.mappingError,
+      ownSession: this.handback.ownState,
+      mappingError: this.handback.mappingError,
       clients: [...this.conns].filter((c) => c.open && c.name).map((c) => ({ name: c.name!, role: c.role! })),
       outgoing: [...this.outgoing].map(([name, e]) => ({
         name,
         owner: e.owner,
         connected: connected.has(e.owner),
       })),
-      incoming,
+      incoming: await this.handback.report(),
     };
   }
 
@@ -683,19 +510,4 @@ function requestId(text: string): number | null {
   } catch {
     return null;
   }
-}
-
-function refusal(
-  update: number,
-  missing: readonly MissingCompatible[],
-): Extract<UpdateResult, { ok: false }> {
-  const list = missing.map((m) => `${m.kind} "${m.compatible}" (${m.users.join(", ")})`).join("; ");
-  return {
-    ok: false,
-    update,
-    stage: "preflight",
-    code: "ENOENT",
-    error: `the next kernel does not serve: ${list}`,
-    missing,
-  };
 }
