@@ -89,7 +89,10 @@ interface Conn extends BarrierParty {
   open: boolean;
 }
 
-/** Starts luod on `kernel` (see the module comment). Errors: `EBUSY` (/dev/liveupdate is open), `EADDRINUSE`. */
+/**
+ * Starts luod on `kernel` (see the module comment). Errors: `EBUSY` (/dev/liveupdate is open), the
+ * errors of the previous luod's sessions at retrieval.
+ */
 export async function startLuod(kernel: Kernel, options: LuodOptions = {}): Promise<Luod> {
   const proc = kernel.spawn("luod");
   try {

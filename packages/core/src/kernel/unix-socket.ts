@@ -174,14 +174,22 @@ export class UnixSocket extends KernelFile {
     for (const w of [...this.waiters]) w();
   }
 
-  /** Connects two fresh sockets to each other (socketpair and accepted connections). */
+  /**
+   * Connects two fresh sockets to each other (socketpair and accepted connections).
+   *
+   * @internal
+   */
   static pair(a: UnixSocket, b: UnixSocket): void {
     a.peer = b;
     b.peer = a;
     a.state = b.state = "connected";
   }
 
-  /** `bind`: claims `path`. `EINVAL` (bad path, already bound), `EADDRINUSE`. */
+  /**
+   * `bind`: claims `path`. `EINVAL` (bad path, already bound), `EADDRINUSE`.
+   *
+   * @internal
+   */
   bind(ctx: KernelContext, path: string): void {
     if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
       throw new LiveUpdateError("EINVAL", `bind: ${JSON.stringify(path)} is not a socket path`);
@@ -199,7 +207,11 @@ export class UnixSocket extends KernelFile {
     this.path = path;
   }
 
-  /** `listen`. `EINVAL` when not bound or connected. */
+  /**
+   * `listen`. `EINVAL` when not bound or connected.
+   *
+   * @internal
+   */
   listen(backlog: number): void {
     if (!Number.isSafeInteger(backlog)) throw new LiveUpdateError("EINVAL", `listen: bad backlog ${backlog}`);
     if (this.path === undefined || this.state === "connected") {
@@ -209,7 +221,11 @@ export class UnixSocket extends KernelFile {
     this.backlog = Math.max(1, Math.min(backlog, SOMAXCONN));
   }
 
-  /** `connect` to the socket bound at `path` (see the module comment for errors). */
+  /**
+   * `connect` to the socket bound at `path` (see the module comment for errors).
+   *
+   * @internal
+   */
   connect(ctx: KernelContext, path: string): void {
     if (typeof path !== "string") throw new LiveUpdateError("EINVAL", "connect: the path must be a string");
     if (this.state === "connected")
@@ -230,7 +246,11 @@ export class UnixSocket extends KernelFile {
     server.wake();
   }
 
-  /** `accept`: the next queued connection (a new socket with one reference for the caller). */
+  /**
+   * `accept`: the next queued connection (a new socket with one reference for the caller).
+   *
+   * @internal
+   */
   async accept(proc: Process, fd: number): Promise<UnixSocket> {
     for (;;) {
       this.recheck(proc, fd);
@@ -248,7 +268,11 @@ export class UnixSocket extends KernelFile {
     if (proc.file(fd) !== this) throw new LiveUpdateError("EBADF", `fd ${fd} was closed while waiting`);
   }
 
-  /** `sendmsg`: queues `data` (and `files`, whose references the caller hands over) at the peer. */
+  /**
+   * `sendmsg`: queues `data` (and `files`, whose references the caller hands over) at the peer.
+   *
+   * @internal
+   */
   send(sender: Process, data: Uint8Array, files: KernelFile[]): number {
     const peer = this.peer;
     if (this.state !== "connected" || !peer) {
@@ -264,7 +288,11 @@ export class UnixSocket extends KernelFile {
     return data.length;
   }
 
-  /** Checks the in-flight limit of `sender` for `n` more fds. `ETOOMANYREFS`. */
+  /**
+   * Checks the in-flight limit of `sender` for `n` more fds. `ETOOMANYREFS`.
+   *
+   * @internal
+   */
   checkInflight(sender: Process, n: number): void {
     const now = this.ns.inflight.get(sender) ?? 0;
     if (now + n > UNIX_INFLIGHT_MAX) {
@@ -279,6 +307,8 @@ export class UnixSocket extends KernelFile {
    * `recvmsg`: waits for bytes or end of stream, then reads up to `maxLen` bytes from one writer,
    * stopping after a message with files. Returns the bytes and the files (references now owned
    * by the caller).
+   *
+   * @internal
    */
   async receive(
     proc: Process,
@@ -362,7 +392,12 @@ export class UnixSocket extends KernelFile {
   /** Set on a connection that was never accepted: its client sees `ECONNRESET`. */
   private resetPeer = false;
 
-  /** Removes the path this socket left in the namespace (`unlink(2)`): `ENOENT` when absent, `EPERM` for a device node. */
+  /**
+   * Removes a socket path from the namespace (`unlink(2)`): `ENOENT` when absent, `EPERM` for a
+   * device node.
+   *
+   * @internal
+   */
   static unlink(ctx: KernelContext, path: string): void {
     const ns = namespaceOf(ctx);
     if (!ns.paths.has(path)) {
