@@ -40,6 +40,15 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: "custom-handler",
+          root: "examples/custom-handler",
+          include: ["test/**/*.test.ts"],
+          globalSetup: ["test/global-setup.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: "luod",
           root: "examples/luod",
           include: ["test/**/*.test.ts"],
