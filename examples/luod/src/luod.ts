@@ -29,7 +29,7 @@
 import {
   LiveUpdateError,
   isLiveUpdateError,
-  type Kernel,
+  Kernel,
   type LiveUpdateDevice,
   type Plugin,
   type Process,
@@ -46,6 +46,7 @@ import {
   type UpdateResult,
 } from "./barrier.js";
 import { Handback } from "./handback.js";
+import { checkOptions } from "./options.js";
 import {
   LineReader,
   LUOD_PROTOCOL_VERSION,
@@ -94,6 +95,18 @@ interface Conn extends BarrierParty {
  * errors of the previous luod's sessions at retrieval.
  */
 export async function startLuod(kernel: Kernel, options: LuodOptions = {}): Promise<Luod> {
+  if (!(kernel instanceof Kernel))
+    throw new LiveUpdateError("EINVAL", "startLuod: the first argument is not a Kernel");
+  checkOptions("startLuod", options, {
+    socketPath: "string",
+    nextPlugins: "array",
+    saveTo: "string",
+    barrierTimeoutMs: "ms",
+    reclaimTimeoutMs: "ms",
+    clientLost: ["continue", "abort"],
+    onKexec: "function",
+    log: "function",
+  });
   const proc = kernel.spawn("luod");
   try {
     const dev = await proc.openLiveUpdate();

@@ -175,6 +175,34 @@ describe("before the first client", () => {
     expect(isLiveUpdateError(again, "EBUSY")).toBe(true);
   });
 
+  it("malformed options are EINVAL naming the option", async () => {
+    const k = await new Machine({ memory: "16 MiB" }).boot({ plugins: [memfd()] });
+    const js = <T>(v: unknown): T => v as T;
+    const cases: Array<[Promise<unknown>, string]> = [
+      [startLuod(js({})), "EINVAL: startLuod: the first argument is not a Kernel"],
+      [
+        startLuod(k, js({ reclaimTimeoutMs: "soon" })),
+        "EINVAL: startLuod: option reclaimTimeoutMs must be a positive integer of milliseconds",
+      ],
+      [
+        startLuod(k, js({ clientLost: "ignore" })),
+        'EINVAL: startLuod: option clientLost must be one of "continue", "abort"',
+      ],
+      [
+        startLuod(k, js({ socket: "/x" })),
+        'EINVAL: startLuod: unknown option "socket" (known: socketPath, nextPlugins, saveTo, barrierTimeoutMs, reclaimTimeoutMs, clientLost, onKexec, log)',
+      ],
+      [connectLuod(k.spawn("v"), js({ name: 5 })), "EINVAL: connectLuod: option name must be a string"],
+      [connectLuod(k.spawn("v"), js(null)), "EINVAL: connectLuod: options must be an object"],
+    ];
+    for (const [p, message] of cases) {
+      const e = await p.catch((x: unknown) => x);
+      expect(isLiveUpdateError(e, "EINVAL")).toBe(true);
+      expect((e as Error).message).toBe(message);
+    }
+    await startLuod(k); // nothing was left open by the failures
+  });
+
   it("a client finds no luod (ENOENT), then a dead one (ECONNREFUSED)", async () => {
     const k = await new Machine({ memory: "16 MiB" }).boot({ plugins: [memfd()] });
     const p = k.spawn("vmm");

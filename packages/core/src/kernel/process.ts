@@ -260,7 +260,10 @@ export class Process {
    */
   fork(name: string = this.name): Process {
     this.check();
-    const child = new Process(this.kernel, String(name), this.kernel.allocPid());
+    if (typeof name !== "string") {
+      throw new LiveUpdateError("EINVAL", `fork: the name is ${describeValue(name)}, not a string`);
+    }
+    const child = new Process(this.kernel, name, this.kernel.allocPid());
     for (const [fd, f] of this.fds) child.fds.set(fd, f.get());
     child.lowestFree = this.lowestFree;
     return child;
@@ -277,6 +280,12 @@ export class Process {
 
   private newSocket(domain: number, type: number): UnixSocket {
     this.check();
+    if (!Number.isSafeInteger(domain) || !Number.isSafeInteger(type)) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `socket: domain ${describeValue(domain)} and type ${describeValue(type)} must be integers`,
+      );
+    }
     if (domain !== AF_UNIX)
       throw new LiveUpdateError("EAFNOSUPPORT", `socket: address family ${domain} is not supported`);
     if (!Number.isSafeInteger(type) || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) !== SOCK_STREAM) {
@@ -391,6 +400,9 @@ export class Process {
     const s = this.sock(fd);
     if (!Number.isSafeInteger(length) || length < 1) {
       throw new LiveUpdateError("EINVAL", `recvmsg: length ${length} on fd ${fd} is not a positive integer`);
+    }
+    if (typeof options !== "object" || options === null) {
+      throw new LiveUpdateError("EINVAL", `recvmsg: options are ${describeValue(options)}, not an object`);
     }
     const maxFds = options.maxFds ?? SCM_MAX_FD;
     if (!Number.isSafeInteger(maxFds) || maxFds < 0)

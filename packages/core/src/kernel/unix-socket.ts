@@ -33,7 +33,7 @@
  *
  * @module
  */
-import { LiveUpdateError } from "../errors.js";
+import { describeValue, LiveUpdateError } from "../errors.js";
 import type { KernelContext } from "./context.js";
 import { KernelFile } from "./file.js";
 import type { Process } from "./process.js";
@@ -97,6 +97,13 @@ class UnixNamespace {
 
   addInflight(proc: Process, n: number): void {
     this.inflight.set(proc, (this.inflight.get(proc) ?? 0) + n);
+  }
+}
+
+/** `EINVAL` unless `path` is a non-empty string without NUL. */
+function checkPath(call: string, path: unknown): void {
+  if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
+    throw new LiveUpdateError("EINVAL", `${call}: the path is ${describeValue(path)}, not a socket path`);
   }
 }
 
@@ -191,9 +198,7 @@ export class UnixSocket extends KernelFile {
    * @internal
    */
   bind(ctx: KernelContext, path: string): void {
-    if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
-      throw new LiveUpdateError("EINVAL", `bind: ${JSON.stringify(path)} is not a socket path`);
-    }
+    checkPath("bind", path);
     if (new TextEncoder().encode(path).length > UNIX_PATH_MAX) {
       throw new LiveUpdateError("EINVAL", `bind: path ${path} is longer than ${UNIX_PATH_MAX} bytes`);
     }
@@ -227,7 +232,7 @@ export class UnixSocket extends KernelFile {
    * @internal
    */
   connect(ctx: KernelContext, path: string): void {
-    if (typeof path !== "string") throw new LiveUpdateError("EINVAL", "connect: the path must be a string");
+    checkPath("connect", path);
     if (this.state === "connected")
       throw new LiveUpdateError("EISCONN", `connect: ${this.description} is connected`);
     if (this.state === "listening")
@@ -399,6 +404,7 @@ export class UnixSocket extends KernelFile {
    * @internal
    */
   static unlink(ctx: KernelContext, path: string): void {
+    checkPath("unlink", path);
     const ns = namespaceOf(ctx);
     if (!ns.paths.has(path)) {
       if (ctx.hasDevice(path)) throw new LiveUpdateError("EPERM", `unlink: ${path} is a device node`);
