@@ -111,6 +111,26 @@ describe("AF_UNIX connections", () => {
     throws(() => other.socket(), "ESRCH");
   });
 
+  it("an AbortSignal interrupts a waiting accept or recv with EINTR and consumes nothing", async () => {
+    const { proc: p } = await bootTest();
+    const srv = p.socket();
+    p.bind(srv, PATH);
+    p.listen(srv);
+    const ac = new AbortController();
+    const accepting = p.accept(srv, { signal: ac.signal });
+    ac.abort();
+    await rejects(accepting, "EINTR");
+    await rejects(p.accept(srv, { signal: ac.signal }), "EINTR"); // already aborted
+    await rejects(p.accept(srv, { signal: "x" as never }), "EINVAL");
+    const [a, b] = p.socketpair();
+    const ac2 = new AbortController();
+    const reading = p.recv(a, 10, { signal: ac2.signal });
+    ac2.abort();
+    await rejects(reading, "EINTR");
+    p.send(b, enc("after"));
+    expect(dec(await p.recv(a, 10))).toBe("after");
+  });
+
   it("closing with unread data resets the peer once; an unaccepted connection is reset", async () => {
     const { proc: p } = await bootTest();
     const [a, b] = p.socketpair();

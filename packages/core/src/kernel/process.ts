@@ -338,10 +338,13 @@ export class Process {
 
   /**
    * `accept`: waits for a connection and returns its new fd. Errors: `EBADF`, `ENOTSOCK`,
-   * `EINVAL` (not listening), `EAGAIN` (`SOCK_NONBLOCK`, none pending), `ESRCH`, `ESHUTDOWN`.
+   * `EINVAL` (not listening, bad options), `EAGAIN` (`SOCK_NONBLOCK`, none pending), `EINTR`
+   * (`options.signal` fired), `ESRCH`, `ESHUTDOWN`.
    */
-  async accept(fd: number): Promise<number> {
-    const end = await this.sock(fd).accept(this, fd);
+  async accept(fd: number, options?: WaitOptions): Promise<number> {
+    const s = this.sock(fd);
+    checkWaitOptions(options, "accept");
+    const end = await s.accept(this, fd, options?.signal);
     return this.installFile(end);
   }
 
@@ -384,8 +387,8 @@ export class Process {
   }
 
   /** `recv`: {@link Process.recvmsg} that closes any fds that came with the bytes. */
-  async recv(fd: number, length: number): Promise<Uint8Array> {
-    return (await this.recvmsg(fd, length, { maxFds: 0 })).data;
+  async recv(fd: number, length: number, options?: WaitOptions): Promise<Uint8Array> {
+    return (await this.recvmsg(fd, length, { signal: options?.signal, maxFds: 0 })).data;
   }
 
   /**
@@ -394,7 +397,7 @@ export class Process {
    * fds (beyond `maxFds` they are closed and `truncated` is set). Empty data = end of stream.
    * Errors: `EBADF`, `ENOTSOCK`, `EINVAL` (bad length, listening socket), `ENOTCONN`,
    * `ECONNRESET` (once, the peer closed with data unread), `EAGAIN` (`SOCK_NONBLOCK`, nothing
-   * to read), `ESRCH`, `ESHUTDOWN`.
+   * to read), `EINTR` (`options.signal` fired; nothing is consumed), `ESRCH`, `ESHUTDOWN`.
    */
   async recvmsg(fd: number, length: number, options: RecvOptions = {}): Promise<ReceivedMessage> {
     const s = this.sock(fd);
@@ -404,10 +407,11 @@ export class Process {
     if (typeof options !== "object" || options === null) {
       throw new LiveUpdateError("EINVAL", `recvmsg: options are ${describeValue(options)}, not an object`);
     }
+    checkWaitOptions(options, "recvmsg");
     const maxFds = options.maxFds ?? SCM_MAX_FD;
     if (!Number.isSafeInteger(maxFds) || maxFds < 0)
       throw new LiveUpdateError("EINVAL", `recvmsg: bad maxFds ${maxFds}`);
-    const { data, files } = await s.receive(this, fd, length);
+    const { data, files } = await s.receive(this, fd, length, options.signal);
     const kept = files.slice(0, maxFds);
     for (const f of files.slice(maxFds)) f.put();
     return { data, fds: kept.map((f) => this.installFile(f)), truncated: files.length > kept.length };

@@ -14,7 +14,8 @@
  * Waiting. `accept` and `recvmsg` return promises that the peer resolves (a connection, data, the
  * peer's close) — nothing polls. A socket created with `SOCK_NONBLOCK` fails with `EAGAIN`
  * instead of waiting. A wait ends with `EBADF` when the fd is closed under it, `ESRCH` when the
- * process exits, `ESHUTDOWN` when the kernel is replaced.
+ * process exits, `ESHUTDOWN` when the kernel is replaced, `EINTR` when the caller's
+ * `AbortSignal` fires (nothing is consumed).
  *
  * Unhappy paths, as Linux: connect to a path nobody bound `ENOENT`, to a path whose socket is
  * closed or not listening `ECONNREFUSED`, to a full backlog `EAGAIN`; bind to a taken path
@@ -35,7 +36,7 @@
  */
 import { describeValue, LiveUpdateError } from "../errors.js";
 import type { KernelContext } from "./context.js";
-import { KernelFile } from "./file.js";
+import { KernelFile, type WaitOptions } from "./file.js";
 import type { Process } from "./process.js";
 
 /** Address family of Unix sockets. */
@@ -66,7 +67,7 @@ export interface ReceivedMessage {
 }
 
 /** Options of {@link Process.recvmsg}. */
-export interface RecvOptions {
+export interface RecvOptions extends WaitOptions {
   /** Most fds to accept (the control buffer's room); the rest are closed. Default {@link SCM_MAX_FD}. */
   readonly maxFds?: number;
 }
@@ -165,16 +166,23 @@ export class UnixSocket extends KernelFile {
     return this.rx.reduce((n, s) => n + (s.files?.length ?? 0), 0);
   }
 
-  private wait(): Promise<void> {
+  private wait(signal: AbortSignal | undefined): Promise<void> {
     return new Promise((resolve) => {
       const wake = (): void => {
         this.waiters.delete(wake);
         this.ns.waits.delete(wake);
+        signal?.removeEventListener("abort", wake);
         resolve();
       };
       this.waiters.add(wake);
       this.ns.waits.add(wake);
+      signal?.addEventListener("abort", wake, { once: true });
     });
+  }
+
+  /** `EINTR` once `signal` fired. */
+  private static interrupted(signal: AbortSignal | undefined, call: string): void {
+    if (signal?.aborted) throw new LiveUpdateError("EINTR", `${call}: interrupted by the caller's signal`);
   }
 
   private wake(): void {
@@ -256,15 +264,16 @@ export class UnixSocket extends KernelFile {
    *
    * @internal
    */
-  async accept(proc: Process, fd: number): Promise<UnixSocket> {
+  async accept(proc: Process, fd: number, signal?: AbortSignal): Promise<UnixSocket> {
     for (;;) {
       this.recheck(proc, fd);
+      UnixSocket.interrupted(signal, "accept");
       if (this.state !== "listening")
         throw new LiveUpdateError("EINVAL", `accept: ${this.description} is not listening`);
       const next = this.pending.shift();
       if (next) return next;
       if (this.nonblock) throw new LiveUpdateError("EAGAIN", `accept: no pending connection on ${this.path}`);
-      await this.wait();
+      await this.wait(signal);
     }
   }
 
@@ -319,9 +328,11 @@ export class UnixSocket extends KernelFile {
     proc: Process,
     fd: number,
     maxLen: number,
+    signal?: AbortSignal,
   ): Promise<{ data: Uint8Array; files: KernelFile[] }> {
     for (;;) {
       this.recheck(proc, fd);
+      UnixSocket.interrupted(signal, "recv");
       if (this.state === "listening")
         throw new LiveUpdateError("EINVAL", `recv: ${this.description} is listening`);
       if (this.error) {
@@ -334,7 +345,7 @@ export class UnixSocket extends KernelFile {
         throw new LiveUpdateError("ENOTCONN", `recv: ${this.description} is not connected`);
       if (this.peerClosed) return { data: new Uint8Array(0), files: [] };
       if (this.nonblock) throw new LiveUpdateError("EAGAIN", `recv: nothing to read on ${this.description}`);
-      await this.wait();
+      await this.wait(signal);
     }
   }
 
