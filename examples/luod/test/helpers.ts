@@ -2,7 +2,7 @@
 // that each own one session holding a guest-RAM memfd with a known pattern.
 import { expect } from "vitest";
 import { Machine, type Kernel, type Plugin, type Process, type SessionHandle } from "@luo/core";
-import { testHandlerPlugin, type TestPlugin } from "@luo/core/testing";
+import { TestControl, testHandlerPlugin, type TestPlugin } from "@luo/core/testing";
 import { memfd, memfdCreate } from "@luo/memfd-handler";
 import {
   connectLuod,
@@ -58,7 +58,9 @@ export async function host(
   n = 3,
   options: LuodOptions & { vmm?: (i: number) => Partial<LuodClientOptions>; flbs?: number } = {},
 ): Promise<Host> {
-  const test = testHandlerPlugin({ flbs: options.flbs ?? 0 });
+  // One switchboard for every kernel: luod's pre-flight boots the plugins on scratch machines,
+  // which would otherwise become the plugin's "newest kernel".
+  const test = testHandlerPlugin({ flbs: options.flbs ?? 0, control: new TestControl() });
   const plugins = [memfd(), test];
   const machine = new Machine({ memory: MEMORY });
   const kernel = await machine.boot({ plugins });

@@ -39,24 +39,60 @@ import type { KernelContext } from "./context.js";
 import { KernelFile, type WaitOptions } from "./file.js";
 import type { Process } from "./process.js";
 
-/** Address family of Unix sockets. */
+/**
+ * Address family of Unix sockets.
+ *
+ * @category Kernel files and processes
+ */
 export const AF_UNIX = 1;
-/** Stream socket type (the only one modelled). */
+/**
+ * Stream socket type (the only one modelled).
+ *
+ * @category Kernel files and processes
+ */
 export const SOCK_STREAM = 1;
-/** `socket()` type flag: calls fail with `EAGAIN` instead of waiting. */
+/**
+ * `socket()` type flag: calls fail with `EAGAIN` instead of waiting.
+ *
+ * @category Kernel files and processes
+ */
 export const SOCK_NONBLOCK = 0o4000;
-/** `socket()` type flag: close on exec (accepted; the model has no exec). */
+/**
+ * `socket()` type flag: close on exec (accepted; the model has no exec).
+ *
+ * @category Kernel files and processes
+ */
 export const SOCK_CLOEXEC = 0o2000000;
-/** Most fds one `SCM_RIGHTS` message may carry (`SCM_MAX_FD`). */
+/**
+ * Most fds one `SCM_RIGHTS` message may carry (`SCM_MAX_FD`).
+ *
+ * @category Kernel files and processes
+ */
 export const SCM_MAX_FD = 253;
-/** Most fds one process may have in flight at once (the default `RLIMIT_NOFILE`). */
+/**
+ * Most fds one process may have in flight at once (the default `RLIMIT_NOFILE`).
+ *
+ * @category Kernel files and processes
+ */
 export const UNIX_INFLIGHT_MAX = 1024;
-/** Longest socket path in bytes (`sun_path` is 108 bytes with its NUL). */
+/**
+ * Longest socket path in bytes (`sun_path` is 108 bytes with its NUL).
+ *
+ * @category Kernel files and processes
+ */
 export const UNIX_PATH_MAX = 107;
-/** Default `listen` backlog (`SOMAXCONN`). */
+/**
+ * Default `listen` backlog (`SOMAXCONN`).
+ *
+ * @category Kernel files and processes
+ */
 export const SOMAXCONN = 4096;
 
-/** What {@link Process.recvmsg} returns. */
+/**
+ * What {@link Process.recvmsg} returns.
+ *
+ * @category Kernel files and processes
+ */
 export interface ReceivedMessage {
   /** The bytes read; empty at end of stream (the peer closed and everything was read). */
   readonly data: Uint8Array;
@@ -66,7 +102,11 @@ export interface ReceivedMessage {
   readonly truncated: boolean;
 }
 
-/** Options of {@link Process.recvmsg}. */
+/**
+ * Options of {@link Process.recvmsg}.
+ *
+ * @category Kernel files and processes
+ */
 export interface RecvOptions extends WaitOptions {
   /** Most fds to accept (the control buffer's room); the rest are closed. Default {@link SCM_MAX_FD}. */
   readonly maxFds?: number;
@@ -118,7 +158,11 @@ function namespaceOf(ctx: KernelContext): UnixNamespace {
 
 let nextSocketInode = 1;
 
-/** An AF_UNIX stream socket. */
+/**
+ * An AF_UNIX stream socket.
+ *
+ * @category Kernel files and processes
+ */
 export class UnixSocket extends KernelFile {
   /** `SOCK_NONBLOCK`: fail with `EAGAIN` instead of waiting. */
   nonblock: boolean;

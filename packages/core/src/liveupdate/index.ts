@@ -55,7 +55,13 @@ export {
 } from "./registration.js";
 export type { LuoServices } from "./services.js";
 export { LuoFile, toU64, FileSet, type FileFinishStatus } from "./file.js";
-export { Session, validateSessionName, SessionList, type SessionState } from "./session.js";
+export {
+  Session,
+  validateSessionName,
+  SessionList,
+  type SessionState,
+  type SessionFinishStatus,
+} from "./session.js";
 export {
   freezeView,
   type HandoverFile,
@@ -63,7 +69,7 @@ export {
   type HandoverFlb,
   type HandoverView,
 } from "./views.js";
-export { LiveUpdate, type RebootTicket, type LiveUpdateStats, type SessionFinishStatus } from "./core.js";
+export { LiveUpdate, type RebootTicket, type LiveUpdateStats } from "./core.js";
 export {
   LIVEUPDATE_IOCTL_TYPE,
   LIVEUPDATE_IOCTL_CREATE_SESSION,

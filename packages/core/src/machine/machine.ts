@@ -11,7 +11,11 @@ import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
 import { PageContents } from "./page-contents.js";
 import { formatSize, parseSize, type MemorySize } from "./size.js";
 
-/** Options of the {@link Machine} constructor. */
+/**
+ * Options of the {@link Machine} constructor.
+ *
+ * @category Machine
+ */
 export interface MachineOptions {
   /** RAM size: a positive multiple of 2 MiB, e.g. `"512 MiB"` (see {@link parseSize}). */
   memory: MemorySize;
@@ -22,7 +26,11 @@ export interface MachineOptions {
   base?: bigint;
 }
 
-/** Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`. */
+/**
+ * Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`.
+ *
+ * @category Machine
+ */
 export interface MachineStats {
   /** Page frames of RAM. */
   totalPages: number;
@@ -34,7 +42,11 @@ export interface MachineStats {
   preservedPages: number;
 }
 
-/** An allocated block of `2^order` pages starting at physical address `phys`. */
+/**
+ * An allocated block of `2^order` pages starting at physical address `phys`.
+ *
+ * @category Machine
+ */
 export interface MachineBlock {
   /** Physical address of the first page (naturally aligned to the block size). */
   phys: bigint;
@@ -42,7 +54,11 @@ export interface MachineBlock {
   order: number;
 }
 
-/** Options of {@link Machine.save}. */
+/**
+ * Options of {@link Machine.save}.
+ *
+ * @category Machine
+ */
 export interface MachineSaveOptions {
   /**
    * Called (and awaited) after each chunk written, with the bytes written so far and the total
@@ -98,6 +114,18 @@ let writableView: (m: Machine, phys: bigint, length: number) => Uint8Array;
  * {@link Machine.save} / {@link Machine.load} move a machine between processes through an image file.
  *
  * Never-allocated RAM and scrubbed pages read as `POISON_BYTE` through {@link Machine.peek}.
+ *
+ * @example
+ * ```ts
+ * import { Machine, PAGE_SIZE } from "@luo/core";
+ *
+ * const machine = new Machine({ memory: "64 MiB" });
+ * const kernel = await machine.boot(); // a cold boot: nothing handed over
+ * console.log(machine.stats().totalPages * PAGE_SIZE); // 67108864
+ * await kernel.shutdown();
+ * ```
+ *
+ * @category Entry points
  */
 export class Machine {
   /** Physical address of the first byte of RAM. */
