@@ -32,6 +32,15 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: "iommufd-handler",
+          root: "packages/iommufd-handler",
+          include: ["test/**/*.test.ts"],
+          globalSetup: ["test/global-setup.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: "quickstart",
           root: "examples/quickstart",
           include: ["test/**/*.test.ts"],

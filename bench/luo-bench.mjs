@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // `pnpm bench`: scaling of the orchestrator. For sessions (no files) and for files in
 // one session it times create/preserve, kexec (freeze + serialize), boot + first open
-// (deserialize) and retrieve + finish; prints per-item costs and t(10n)/t(n) ratios, compares
-// serialization with a plain copy of the same handover bytes, and writes
-// bench/results/latest.json. Handlers here do no work of their own so the core is what is timed.
+// (deserialize) and retrieve + finish; prints per-item costs (the median of REPEATS runs, with
+// the spread), the scaling slope of a log-log fit over all points with n >= 10k next to the
+// worst t(10n)/t(n) ratio, compares serialization with a plain copy of the same handover bytes,
+// and writes bench/results/latest.json (both scaling figures). Handlers here do no work of their
+// own so the core is what is timed.
 // Usage: node bench/luo-bench.mjs [--full] [--quick]   (--full adds the 1M-file run and writes
 // bench/results/full-1m.json instead; --quick runs only n = 1000 and 10000 and writes
 // bench/results/quick.json, a scratch file not meant to be committed, so it never replaces the
@@ -19,6 +21,7 @@ import {
   definePlugin,
   PAGE_SIZE,
 } from "../packages/core/dist/index.js";
+import { logLogSlope, repeated, round, worstRatio } from "./lib/stats.mjs";
 
 const USAGE = "usage: node bench/luo-bench.mjs [--quick | --full] [--help]";
 let args;
@@ -38,6 +41,8 @@ if (args.help) {
 }
 const quick = args.quick === true;
 const SESSION_SIZES = quick ? [1000, 10000] : [1000, 10000, 100000, 500000];
+/** Runs per point: the median is reported, with min/max and (max - min) / median. */
+const REPEATS = 3;
 const FILE_SIZES = quick ? [1000, 10000] : args.full ? [1000, 10000, 100000, 1000000] : [1000, 10000, 100000];
 
 class BenchFile extends KernelFile {
@@ -131,31 +136,42 @@ async function scenario(kind, n) {
 }
 
 function table(title, rows) {
-  console.log(`\n${title}`);
-  console.log("       n   create/item   kexec/item   boot/item  finish/item   heap/item   handover");
+  console.log(`\n${title} (median of ${REPEATS} runs, ±spread = (max - min) / median)`);
+  console.log(
+    "       n        create/item         kexec/item          boot/item        finish/item   heap/item   handover",
+  );
   for (const r of rows) {
-    const per = (v) => `${(v / r.n).toFixed(0).padStart(9)} ns`;
+    const per = (k) =>
+      `${(r[k] / r.n).toFixed(0).padStart(7)} ns ±${(r.spread[k].spread * 100).toFixed(0).padStart(3)}%`;
     console.log(
-      `${String(r.n).padStart(8)} ${per(r.createNs)}  ${per(r.kexecNs)} ${per(r.bootNs)} ${per(r.finishNs)} ${String(r.heapPerItemBytes).padStart(8)} B ${(r.handoverBytes / 2 ** 20).toFixed(1).padStart(7)} MiB`,
+      `${String(r.n).padStart(8)} ${per("createNs")}  ${per("kexecNs")}  ${per("bootNs")}  ${per("finishNs")} ${String(r.heapPerItemBytes).padStart(8)} B ${(r.handoverBytes / 2 ** 20).toFixed(1).padStart(7)} MiB`,
     );
   }
 }
 
-function worstRatio(rows, key) {
-  let worst = 0;
-  for (let i = 1; i < rows.length; i++) {
-    if (rows[i].n !== rows[i - 1].n * 10) continue;
-    worst = Math.max(worst, rows[i][key] / rows[i - 1][key]);
-  }
-  return worst;
-}
-
 const sessions = [];
-for (const n of SESSION_SIZES) sessions.push(await scenario("sessions", n));
+for (const n of SESSION_SIZES) sessions.push(await repeated(REPEATS, () => scenario("sessions", n)));
 table("sessions (no files)", sessions);
 const files = [];
-for (const n of FILE_SIZES) files.push(await scenario("files", n));
+for (const n of FILE_SIZES) files.push(await repeated(REPEATS, () => scenario("files", n)));
 table("files in one session", files);
+
+const PHASES = ["createNs", "kexecNs", "bootNs", "finishNs"];
+const rowOut = (r) => ({
+  n: r.n,
+  ...Object.fromEntries(PHASES.map((k) => [k, r[k]])),
+  spread: Object.fromEntries(PHASES.map((k) => [k, r.spread[k]])),
+});
+const slopes = {};
+for (const [kind, rows] of [
+  ["sessions", sessions],
+  ["files", files],
+]) {
+  for (const k of PHASES) {
+    const name = kind + k[0].toUpperCase() + k.slice(1, -2);
+    slopes[name] = round(logLogSlope(rows, k));
+  }
+}
 
 // Serialization vs a plain copy of the same bytes, at the largest run of each kind; the worst
 // of the two is the reported figure.
@@ -169,20 +185,13 @@ const result = {
     cpu: os.cpus()[0]?.model,
     totalMemMiB: Math.round(os.totalmem() / 2 ** 20),
   },
-  sessions: sessions.map(({ n, createNs, kexecNs, bootNs, finishNs }) => ({
-    n,
-    createNs,
-    kexecNs,
-    bootNs,
-    finishNs,
-  })),
-  files: files.map(({ n, createNs, kexecNs, bootNs, finishNs }) => ({
-    n,
-    createNs,
-    kexecNs,
-    bootNs,
-    finishNs,
-  })),
+  repeats: REPEATS,
+  sessions: sessions.map(rowOut),
+  files: files.map(rowOut),
+  // Slope of log t against log n over all points with n >= 10k (all points in a --quick run):
+  // 1.0 is linear, target <= 1.1. Noise in one point moves it a little instead of deciding it.
+  scalingSlope: slopes,
+  // The worst t(10n)/t(n) of consecutive points (the older figure, kept for comparison).
   scaling: {
     sessionsKexec10x: worstRatio(sessions, "kexecNs"),
     filesKexec10x: worstRatio(files, "kexecNs"),
@@ -198,7 +207,11 @@ const result = {
   memoryPerSessionBytes: sessions[sessions.length - 1].heapPerItemBytes,
   peakRssMiB: Math.round(peakRss),
 };
-console.log("\nscaling t(10n)/t(n), worst (target ≤ 12):", JSON.stringify(result.scaling));
+console.log(
+  "\nscaling slope, log-log fit over n >= 10k (target ≤ 1.1):",
+  JSON.stringify(result.scalingSlope),
+);
+console.log("scaling t(10n)/t(n), worst (target ≤ 12):", JSON.stringify(result.scaling));
 for (const r of ratios) {
   console.log(
     `serialize vs copy at n=${r.n} (${(r.handoverBytes / 2 ** 20).toFixed(1)} MiB): ${r.ratio.toFixed(2)}×`,

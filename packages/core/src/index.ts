@@ -39,6 +39,12 @@ export {
   type MachineOptions,
   type MachineSaveOptions,
   type MachineStats,
+  MachineHardwareSet,
+  type HardwareFactory,
+  type HardwareLoader,
+  type HardwareRecord,
+  type MachineHardware,
+  type MachineLoadOptions,
 } from "./machine/index.js";
 export {
   FDT_HEADER_SIZE,
@@ -212,5 +218,8 @@ export {
   inspectHandover,
   formatHandoverReport,
   handoverReportJson,
+  checkInspectExtension,
   type HandoverReport,
+  type InspectExtension,
+  type InspectSection,
 } from "./inspect/index.js";

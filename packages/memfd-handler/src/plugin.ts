@@ -8,16 +8,29 @@
  * @module
  */
 import { LiveUpdateError, MACHINE, definePlugin, type Plugin } from "@luo/core";
+import { checkShmemHuge } from "./memfd/huge.js";
 import { MEMFD_FS, MemfdFs } from "./memfd/fs.js";
+import type { ShmemHuge } from "./memfd/inode.js";
 import { memfdHandler } from "./luo/handler.js";
 
 /** Name of the plugin made by {@link memfd}, for other plugins' `dependencies`. */
 export const MEMFD_PLUGIN_NAME = "memfd";
 
+/** Options of the {@link memfd} plugin. */
+export interface MemfdPluginOptions {
+  /**
+   * Kernel-wide huge page policy of shmem memfds (Linux's
+   * `/sys/kernel/mm/transparent_hugepage/shmem_enabled`): the default of `memfdCreate`'s `huge`
+   * option and the policy of memfds retrieved after a live update. Default `"never"`.
+   */
+  readonly shmemHuge?: ShmemHuge;
+}
+
 /**
  * The memfd plugin: `memfdCreate` and the `"memfd-v2"` handler. Pass it to every boot that uses
  * memfds (`machine.boot({ plugins: [memfd()] })`; `kexec()` reuses the plugins by default).
- * Boot errors: `EEXIST` if the kernel already has a memfd filesystem or handler.
+ * Boot errors: `EEXIST` if the kernel already has a memfd filesystem or handler; `EINVAL` for an
+ * unknown `shmemHuge`.
  *
  * @example
  * ```ts
@@ -37,11 +50,13 @@ export const MEMFD_PLUGIN_NAME = "memfd";
  * console.log(new TextDecoder().decode(vmm2.pread(fd, 12, 0))); // "guest memory"
  * ```
  */
-export function memfd(): Plugin {
+export function memfd(options: MemfdPluginOptions = {}): Plugin {
+  const shmemHuge = options.shmemHuge ?? "never";
+  checkShmemHuge(shmemHuge, "memfd plugin: shmemHuge");
   return definePlugin({
     name: MEMFD_PLUGIN_NAME,
     async register(ctx) {
-      const fs = new MemfdFs(ctx.container.resolve(MACHINE), ctx.kernel);
+      const fs = new MemfdFs(ctx.container.resolve(MACHINE), ctx.kernel, shmemHuge);
       if (ctx.container.isRegistered(MEMFD_FS)) {
         throw new LiveUpdateError("EEXIST", `${ctx.kernel.name} already has a memfd filesystem`);
       }

@@ -234,7 +234,9 @@ export class KhoIncoming {
 
   /**
    * Claims a handed-over folio: it becomes ordinary memory of this kernel. Returns its order and a
-   * view. `EINVAL` if `phys` was not handed over (or was restored already), or the order differs.
+   * view, made when first read (a caller that only takes the folio over, such as memfd with
+   * thousands of 2 MiB folios, pays nothing for it). `EINVAL` if `phys` was not handed over (or
+   * was restored already), or the order differs.
    */
   restore(phys: bigint, order?: number): { order: number; view: Uint8Array } {
     const r = phys % BigInt(PAGE_SIZE) === 0n ? this.ranges.get(pfnOf(phys)) : undefined;
@@ -249,8 +251,17 @@ export class KhoIncoming {
     }
     r.restored = true;
     this.unrestored -= 1 << r.order;
-    // The new owner may write: during boot the machine checkpoint saves the pages first.
-    return { order: r.order, view: viewForWrite(this.machine, phys, PAGE_SIZE << r.order) };
+    // The new owner may write through the view: during boot the machine checkpoint saves the
+    // pages when the view is made.
+    const machine = this.machine;
+    const length = PAGE_SIZE << r.order;
+    let view: Uint8Array | undefined;
+    return {
+      order: r.order,
+      get view(): Uint8Array {
+        return (view ??= viewForWrite(machine, phys, length));
+      },
+    };
   }
 
   /** Restores and immediately frees a handed-over folio. Errors as {@link KhoIncoming.restore}. */

@@ -6,56 +6,53 @@
 // same preserved pages and the same bytes.
 //
 // What it records: the KHO root and the allocated blocks with their preserved marks (as an image
-// save records them, O(blocks)), where the page-contents stack stood (pages that became live
-// afterwards go back to poison), and — copy on first write — the bytes of every page that was
-// live at the checkpoint and is then overwritten by an allocation (zeroing), a write, or a claim
-// of handed-over memory (`KhoIncoming.restore` hands out a writable view). Reads cost nothing and
-// nothing is copied up front: a boot overwrites only the few pages KHO and LUO free and reuse
-// (root, memory map, LUO FDT, FLB page), so a rollback copies back kilobytes, not guest RAM.
+// save records them, O(blocks)), and — copy on first write — the content state of every page
+// (poison, zero or data, see page-contents.ts) with the bytes of a data page, before it is
+// overwritten by an allocation (zeroing), a write, or a claim of handed-over memory
+// (`KhoIncoming.restore` hands out a writable view). Reads cost nothing and nothing is copied up
+// front: a boot overwrites only the few pages KHO and LUO free and reuse (root, memory map, LUO
+// FDT, FLB page), so a rollback copies back kilobytes, not guest RAM.
 //
 // Not covered: writes through a `machine.view()` taken of memory the caller does not own (a
 // handed-over page that was never restored) — no kernel code may write memory it did not claim.
 
-import { PAGE_SIZE } from "./constants.js";
 import type { ImageBlock } from "./image.js";
 
-/** Saved bytes of pages overwritten after a checkpoint (copy on first write). */
-export class PageSnapshot {
-  readonly #ram: Uint8Array;
-  readonly #isLive: (page: number) => boolean;
+/** How pages are saved and put back (the page contents' `savePage` / `restorePage`). */
+export interface PageStore<S> {
+  /** The page's content state and, for a page holding data, a copy of its bytes. */
+  savePage(page: number): S;
+  /** Puts a saved page back. */
+  restorePage(page: number, saved: S): void;
+}
+
+/** Saved pages overwritten after a checkpoint (copy on first write). */
+export class PageSnapshot<S = unknown> {
+  readonly #store: PageStore<S>;
   /**
    * Pages already seen by {@link PageSnapshot.beforeWrite}: saved, or not live then. A set, not a
    * per-page array: a boot touches a handful of pages, and a `Uint8Array(totalPages)` per boot
    * measured 2.3 ms on a 1 GiB machine (allocation and zeroing); open + commit of a checkpoint
    * with the set measured about 1 µs there, and 0.2% of a 100k-session boot before this change.
    */
-  readonly #seen = new Set<number>();
-  readonly #saved = new Map<number, Uint8Array>();
+  readonly #saved = new Map<number, S>();
 
-  /**
-   * @param ram - the RAM buffer
-   * @param isLive - whether a page holds contents (else it reads as poison)
-   */
-  constructor(ram: Uint8Array, isLive: (page: number) => boolean) {
-    this.#ram = ram;
-    this.#isLive = isLive;
+  /** @param store - reads and writes pages with their content state */
+  constructor(store: PageStore<S>) {
+    this.#store = store;
   }
 
-  /** Called before pages `[first, first + count)` are overwritten: saves each one's bytes once. */
+  /** Called before pages `[first, first + count)` are overwritten: saves each one once. */
   beforeWrite(first: number, count: number): void {
-    const seen = this.#seen;
+    const saved = this.#saved;
     for (let p = first, end = first + count; p < end; p++) {
-      if (seen.has(p)) continue;
-      seen.add(p);
-      // A copy, not `slice`: RAM is a Buffer, whose slice is a view.
-      if (this.#isLive(p))
-        this.#saved.set(p, new Uint8Array(this.#ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)));
+      if (!saved.has(p)) saved.set(p, this.#store.savePage(p));
     }
   }
 
-  /** Writes every saved page back. */
+  /** Puts every saved page back. */
   restore(): void {
-    for (const [p, bytes] of this.#saved) this.#ram.set(bytes, p * PAGE_SIZE);
+    for (const [p, s] of this.#saved) this.#store.restorePage(p, s);
   }
 
   /** Pages saved so far. */
@@ -69,8 +66,6 @@ export interface CheckpointState {
   readonly khoRoot: bigint;
   /** Allocated blocks with their preserved marks, in ascending address order. */
   readonly blocks: readonly ImageBlock[];
-  /** Height of the page-contents stack: pages above it became live after the checkpoint. */
-  readonly contentsMark: number;
   readonly pages: PageSnapshot;
 }
 

@@ -4,16 +4,21 @@
 //   header   (64 bytes)  magic "LUOMACH\0" | version u32 | header size u32 | page size u32 |
 //                        section count u32 | RAM size u64 | RAM base u64 | KHO root u64 |
 //                        total file length u64 | reserved u32 | CRC-32 of bytes 0..59 u32
-//   section  (× 2)       type u32 | reserved u32 | payload length u64 | payload |
+//   section  (× 2 or 3)  type u32 | reserved u32 | payload length u64 | payload |
 //                        CRC-32 of section header + payload u32 | reserved u32
 //     1 page state       block count u64, then per allocated block (ascending address):
 //                        pfn u64 | order u8 | preserved u8 (0 none, 1 all, 2 partial) | 6 × 0,
 //                        and for "partial" a per-page bitmap (LSB first) padded to 8 bytes
 //     2 page data        the bytes of every allocated block, in the order of section 1
+//     3 hardware         (only when the machine has hardware or its clock moved) machine
+//                        time and every hardware component's saved state; layout in hardware.ts
 //   trailer  (24 bytes)  magic "LUOMEND\0" | total file length u64 | reserved u32 |
 //                        CRC-32 of trailer bytes 0..19 u32
 //
-// Pages that are not allocated are not stored: they read as poison after loading.
+// Pages that are not allocated are not stored: they read as poison after loading. The format
+// does not depend on how RAM is backed: the writer reads pages through `readPages` and the
+// reader hands them to `loadPages`, so a sparse machine streams its pages in 4 MiB chunks and
+// never holds its RAM in one buffer.
 
 import { open, type FileHandle } from "node:fs/promises";
 import { MachineImageError } from "../errors.js";
@@ -43,6 +48,7 @@ const TRAILER_SIZE = 24;
 const ENTRY_SIZE = 16;
 const SECTION_PAGE_STATE = 1;
 const SECTION_PAGE_DATA = 2;
+const SECTION_HARDWARE = 3;
 const SECTION_COUNT = 2;
 const CHUNK_BYTES = 4 << 20;
 
@@ -82,8 +88,10 @@ export interface ImageBlock {
 export interface ImageSource extends ImageHeader {
   /** Allocated blocks in ascending address order. */
   blocks: readonly ImageBlock[];
-  /** The RAM buffer. */
-  ram: Uint8Array;
+  /** Copies `out.length` bytes of RAM at byte offset `offset` (from the start of RAM) into `out`. */
+  readPages: (offset: number, out: Uint8Array) => void;
+  /** Payload of the hardware section (see hardware.ts); no section when undefined. */
+  hardware?: Uint8Array;
 }
 
 /**
@@ -160,15 +168,22 @@ export async function writeMachineImage(
 ): Promise<void> {
   const state = encodePageState(src);
   const dataLength = pageDataLength(src.blocks);
+  const hw = src.hardware;
+  const sections = SECTION_COUNT + (hw ? 1 : 0);
   const total =
-    HEADER_SIZE + 2 * (SECTION_HEADER_SIZE + SECTION_FOOTER_SIZE) + state.length + dataLength + TRAILER_SIZE;
+    HEADER_SIZE +
+    sections * (SECTION_HEADER_SIZE + SECTION_FOOTER_SIZE) +
+    state.length +
+    dataLength +
+    (hw?.length ?? 0) +
+    TRAILER_SIZE;
 
   const header = Buffer.alloc(HEADER_SIZE);
   header.write(MACHINE_IMAGE_MAGIC, 0, "latin1");
   header.writeUInt32LE(MACHINE_IMAGE_VERSION, 8);
   header.writeUInt32LE(HEADER_SIZE, 12);
   header.writeUInt32LE(PAGE_SIZE, 16);
-  header.writeUInt32LE(SECTION_COUNT, 20);
+  header.writeUInt32LE(sections, 20);
   header.writeBigUInt64LE(BigInt(src.ramSize), 24);
   header.writeBigUInt64LE(src.base, 32);
   header.writeBigUInt64LE(src.khoRoot, 40);
@@ -209,7 +224,7 @@ export async function writeMachineImage(
       const end = pos + (PAGE_SIZE << b.order);
       while (pos < end) {
         const n = Math.min(end - pos, staging.length - fill);
-        staging.set(src.ram.subarray(pos, pos + n), fill);
+        src.readPages(pos, staging.subarray(fill, fill + n));
         fill += n;
         pos += n;
         if (fill === staging.length) await flush();
@@ -217,6 +232,12 @@ export async function writeMachineImage(
     }
     await flush();
     await sink.write(sectionFooter(crc));
+    if (hw) {
+      const hwHeader = sectionHeader(SECTION_HARDWARE, hw.length);
+      await sink.write(hwHeader);
+      await sink.write(hw);
+      await sink.write(sectionFooter(crc32(hw, crc32(hwHeader))));
+    }
     await sink.write(trailer);
     await progress();
     options.beforeCommit?.();
@@ -231,10 +252,12 @@ export async function writeMachineImage(
 export interface ImageContents<T> {
   /** The fixed machine parameters. */
   header: ImageHeader;
-  /** Allocated blocks in ascending address order; their bytes are already in `target.ram`. */
+  /** Allocated blocks in ascending address order; their bytes were given to `target.loadPages`. */
   blocks: ImageBlock[];
   /** The object `create` returned. */
   target: T;
+  /** Payload of the hardware section, when the image has one. */
+  hardware: Buffer | undefined;
 }
 
 class Reader {
@@ -332,14 +355,15 @@ function decodePageState(r: Reader, payload: Buffer, header: ImageHeader): Image
 
 /**
  * Reads and fully validates a machine image. `create` is called once the header and page state
- * are validated and must return a fresh target whose `ram` (`header.ramSize` bytes) receives the
- * page data; nothing else is touched, so a failure leaves no trace except the discarded target.
+ * are validated and must return a fresh target whose `loadPages(offset, bytes)` receives the page
+ * data (whole pages at byte offsets from the start of RAM, before the page data checksum is
+ * verified); nothing else is touched, so a failure leaves no trace except the discarded target.
  *
  * @throws {@link MachineImageError} when the file is missing or unreadable (with `cause`),
  *   truncated, not a machine image (bad magic), of another format version or page size, fails a
  *   checksum, or is internally inconsistent; an error thrown by `create` is wrapped likewise
  */
-export async function readMachineImage<T extends { ram: Uint8Array }>(
+export async function readMachineImage<T extends { loadPages: (offset: number, bytes: Uint8Array) => void }>(
   path: string,
   create: (header: ImageHeader) => T,
 ): Promise<ImageContents<T>> {
@@ -368,8 +392,9 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     if (pageSize !== PAGE_SIZE) throw r.fail(`page size ${pageSize}, this build uses ${PAGE_SIZE}`);
     if (hb.readUInt32LE(12) !== HEADER_SIZE)
       throw r.fail(`header size ${hb.readUInt32LE(12)}, expected ${HEADER_SIZE}`);
-    if (hb.readUInt32LE(20) !== SECTION_COUNT)
-      throw r.fail(`${hb.readUInt32LE(20)} sections, expected ${SECTION_COUNT}`);
+    const sections = hb.readUInt32LE(20);
+    if (sections !== SECTION_COUNT && sections !== SECTION_COUNT + 1)
+      throw r.fail(`${sections} sections, expected ${SECTION_COUNT} or ${SECTION_COUNT + 1}`);
     const totalLength = u64(hb, 48);
     if (size < totalLength) throw r.fail(`truncated: ${size} of ${totalLength} bytes`);
     if (size > totalLength) throw r.fail(`${size - totalLength} unexpected bytes after the end of the image`);
@@ -398,8 +423,15 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     const dataLength = pageDataLength(blocks);
     if (ds.length !== dataLength)
       throw r.fail(`page data is ${ds.length} bytes, page state needs ${dataLength}`);
-    if (ds.footerPos + SECTION_FOOTER_SIZE !== size - TRAILER_SIZE)
-      throw r.fail("unexpected bytes before the trailer");
+    let hardware: Buffer | undefined;
+    let endPos = ds.footerPos + SECTION_FOOTER_SIZE;
+    if (sections > SECTION_COUNT) {
+      const hs = await readSection(r, endPos, SECTION_HARDWARE, "hardware");
+      hardware = await r.read(hs.payloadPos, hs.length);
+      await checkFooter(r, hs.footerPos, crc32(hardware, crc32(hs.hdr)), "hardware");
+      endPos = hs.footerPos + SECTION_FOOTER_SIZE;
+    }
+    if (endPos !== size - TRAILER_SIZE) throw r.fail("unexpected bytes before the trailer");
 
     let target: T;
     try {
@@ -407,10 +439,10 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     } catch (e) {
       throw r.fail(`cannot build the machine: ${(e as Error).message}`, e);
     }
-    const ram = target.ram;
     let crc = crc32(ds.hdr);
     let filePos = ds.payloadPos;
-    // Read runs of physically contiguous blocks in chunks straight into RAM.
+    // Read runs of physically contiguous blocks in chunks of at most 4 MiB (plus one block).
+    const staging = Buffer.allocUnsafe(Math.min(CHUNK_BYTES + MAX_ORDER_BYTES, Math.max(dataLength, 1)));
     let i = 0;
     while (i < blocks.length) {
       const start = blocks[i]!.index * PAGE_SIZE;
@@ -420,12 +452,14 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
         end += PAGE_SIZE << blocks[i]!.order;
         i++;
       }
-      await r.readInto(ram, start, end - start, filePos);
-      crc = crc32(ram.subarray(start, end), crc);
+      const chunk = staging.subarray(0, end - start);
+      await r.readInto(chunk, 0, chunk.length, filePos);
+      crc = crc32(chunk, crc);
+      target.loadPages(start, chunk);
       filePos += end - start;
     }
     await checkFooter(r, ds.footerPos, crc, "page data");
-    return { header, blocks, target };
+    return { header, blocks, target, hardware };
   } catch (e) {
     if (e instanceof MachineImageError) throw e;
     throw new MachineImageError(path, `cannot read: ${(e as Error).message}`, { cause: e });

@@ -1,10 +1,22 @@
 // The emulated machine: RAM as 4 KiB page frames at physical addresses [base, base + size), a
 // buddy page allocator, preserved-page marks, checked physical memory access, the kexec scrub,
-// allocator rebuild for the next kernel, the KHO root pointer, and machine image save/load.
+// allocator rebuild for the next kernel, the KHO root pointer, machine hardware and its clock,
+// and machine image save/load.
+// RAM is sparse: host memory and page metadata follow the pages in use (page-allocator.ts,
+// page-contents.ts), so machines up to the 52-bit physical address limit can be powered on.
+// Physical addresses are bigint at the API and numbers (byte offsets and page indices from the
+// start of RAM) inside: RAM ends below 2^52, so every in-range offset is an exact number.
 
-import { describeValue, ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
+import { describeValue, ERRNO, LiveUpdateError, MachineImageError, type ErrnoCode } from "../errors.js";
 import { DEFAULT_RAM_BASE, MAX_ORDER, MAX_ORDER_BYTES, PAGE_SIZE, PHYS_ADDR_LIMIT } from "./constants.js";
 import { PageSnapshot, type CheckpointState, type MachineCheckpoint } from "./checkpoint.js";
+import {
+  MachineHardwareSet,
+  decodeHardwareSection,
+  encodeHardwareSection,
+  type HardwareFactory,
+  type HardwareLoader,
+} from "./hardware.js";
 import { hex } from "./hex.js";
 import { readMachineImage, writeMachineImage, type ImageBlock } from "./image.js";
 import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
@@ -24,6 +36,20 @@ export interface MachineOptions {
    * 2 MiB aligned. Default {@link DEFAULT_RAM_BASE} (1 GiB).
    */
   base?: bigint;
+  /**
+   * Hardware to attach at power-on, in order: each factory gets the new machine and returns a
+   * component (see {@link MachineHardwareSet.attach} for the errors).
+   */
+  hardware?: readonly HardwareFactory[];
+}
+
+/** Options of {@link Machine.load}. */
+export interface MachineLoadOptions {
+  /**
+   * Loaders for the hardware kinds the image may contain; a component whose kind has no loader
+   * fails the load.
+   */
+  hardware?: readonly HardwareLoader[];
 }
 
 /**
@@ -103,7 +129,10 @@ let writableView: (m: Machine, phys: bigint, length: number) => Uint8Array;
 /**
  * The emulated machine: the only thing that survives a kexec.
  *
- * RAM is one contiguous buffer of 4 KiB page frames at physical addresses `[base, end)`. Pages
+ * RAM is 4 KiB page frames at physical addresses `[base, end)`, backed sparsely: the host
+ * commits memory only for pages that were written (allocated pages that were not written read
+ * as zeros without any), and the allocator's per-page state costs memory in proportion to the
+ * 2 MiB sections in use, so a 1 TiB machine costs the host about what it touches. Pages
  * are handed out by a buddy allocator in naturally aligned blocks of order 0..{@link MAX_ORDER}
  * and always come back zeroed. Memory access goes through physical addresses (`bigint`) and is
  * checked: touching a page outside RAM or a page that is not allocated fails with `EFAULT`.
@@ -136,22 +165,20 @@ export class Machine {
   readonly memoryBytes: number;
   /** Number of page frames. */
   readonly totalPages: number;
+  /** The machine's hardware (IOMMUs, devices …): survives kexec and is saved in the image. */
+  readonly hardware = new MachineHardwareSet();
 
-  readonly #ram: Buffer;
-  readonly #dv: DataView;
   readonly #baseNum: number;
   readonly #alloc: PageAllocator;
   readonly #contents: PageContents;
   #khoRoot = 0n;
   #generation = 0;
+  #timeNs = 0n;
   #checkpoint: CheckpointState | undefined;
 
   static {
     openCheckpoint = (m) => m.#openCheckpoint();
-    writableView = (m, phys, length) => {
-      const off = m.#writable(phys, length, "view");
-      return new Uint8Array(m.#ram.buffer, m.#ram.byteOffset + off, length);
-    };
+    writableView = (m, phys, length) => m.#viewAt(m.#writable(phys, length, "view"), phys, length);
   }
 
   /**
@@ -159,8 +186,7 @@ export class Machine {
    *
    * @param options - RAM size and base
    * @throws {@link LiveUpdateError} `EINVAL` for a bad memory size (see {@link parseSize}) or a
-   *   base that is zero, not 2 MiB aligned or puts RAM beyond the 52-bit physical address space;
-   *   `ENOMEM` when the host cannot allocate that much RAM
+   *   base that is zero, not 2 MiB aligned or puts RAM beyond the 52-bit physical address space
    */
   constructor(options: MachineOptions) {
     const size = parseSize(options.memory);
@@ -177,23 +203,40 @@ export class Machine {
         `RAM ${hex(base)}+${formatSize(size)} extends beyond the 52-bit physical address space`,
       );
     }
-    let ram: Buffer;
-    try {
-      ram = Buffer.alloc(size);
-    } catch (e) {
-      throw new LiveUpdateError("ENOMEM", `cannot allocate ${formatSize(size)} of host memory for RAM`, {
-        cause: e,
-      });
-    }
     this.base = base;
     this.end = base + BigInt(size);
     this.memoryBytes = size;
     this.totalPages = size / PAGE_SIZE;
-    this.#ram = ram;
-    this.#dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
     this.#baseNum = Number(base);
     this.#alloc = new PageAllocator(this.totalPages);
-    this.#contents = new PageContents(ram, this.totalPages);
+    this.#contents = new PageContents();
+    for (const make of options.hardware ?? []) {
+      if (typeof make !== "function") {
+        throw new LiveUpdateError("EINVAL", "MachineOptions.hardware takes functions (machine) => hardware");
+      }
+      this.hardware.attach(make(this));
+    }
+  }
+
+  /** Machine time in nanoseconds since power-on (moved only by {@link Machine.advanceTime}). */
+  get timeNs(): bigint {
+    return this.#timeNs;
+  }
+
+  /**
+   * Lets `ns` nanoseconds of machine time pass: the clock moves, then every hardware component's
+   * `advance(ns)` runs in attach order (devices finish work in flight). Time passes for the
+   * machine, whichever kernel runs — or none, during a kexec.
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` when `ns` is not a non-negative safe integer or u64
+   */
+  advanceTime(ns: bigint | number): void {
+    const n = typeof ns === "number" && Number.isSafeInteger(ns) ? BigInt(ns) : ns;
+    if (typeof n !== "bigint" || n < 0n || n >= U64_LIMIT) {
+      throw new LiveUpdateError("EINVAL", `advanceTime: ${String(ns)} is not a non-negative time in ns`);
+    }
+    this.#timeNs += n;
+    this.hardware.advance(n);
   }
 
   /**
@@ -241,11 +284,8 @@ export class Machine {
     if (length === 0) return off;
     const first = Math.floor(off / PAGE_SIZE);
     const count = Math.floor((off + length - 1) / PAGE_SIZE) - first + 1;
-    if (!this.#alloc.allAllocated(first, count)) {
-      // Only on failure: find the first page that is not allocated, for the message.
-      const flags = this.#alloc.flags;
-      let p = first;
-      while ((flags[p]! & PG_ALLOCATED) !== 0) p++;
+    const p = this.#alloc.firstUnallocated(first, count);
+    if (p >= 0) {
       throw new LiveUpdateError(
         "EFAULT",
         `${what}: page ${hex(this.#physOf(p))} (in ${hex(phys)}+${length}) is not allocated`,
@@ -296,10 +336,8 @@ export class Machine {
         `allocPages: no free block of order ${order} (${formatSize(PAGE_SIZE << order)}); ${this.#alloc.freePages} of ${this.totalPages} pages free`,
       );
     }
-    const n = 1 << order;
-    this.#checkpoint?.pages.beforeWrite(index, n);
-    this.#ram.fill(0, index * PAGE_SIZE, (index + n) * PAGE_SIZE);
-    this.#contents.overwrite(index, n);
+    this.#checkpoint?.pages.beforeWrite(index, 1 << order);
+    this.#contents.zeroPages(index, 1 << order);
     this.#generation++;
     return this.#physOf(index);
   }
@@ -316,19 +354,7 @@ export class Machine {
    */
   freePages(phys: bigint, order = 0): void {
     checkOrder(order, "freePages");
-    const off = typeof phys === "bigint" ? Number(phys) - this.#baseNum : NaN;
-    const index = off / PAGE_SIZE;
-    if (!(
-      off >= 0 &&
-      off < this.memoryBytes &&
-      Number.isInteger(index) &&
-      this.#alloc.isHead(index, order)
-    )) {
-      throw new LiveUpdateError(
-        "EINVAL",
-        `freePages: ${physName(phys)} is not the head of an allocated order-${order} block`,
-      );
-    }
+    const index = this.#headIndex(phys, order, "freePages");
     if (this.#alloc.countPreserved(index, 1 << order) !== 0) {
       throw new LiveUpdateError("EBUSY", `freePages: block ${hex(phys)} order ${order} is still preserved`);
     }
@@ -349,9 +375,44 @@ export class Machine {
 
   /** Every allocated block, in ascending address order. */
   blocks(): MachineBlock[] {
-    const heads = this.#alloc.liveBlocks().sort();
-    const order = this.#alloc.order;
-    return Array.from(heads, (h) => ({ phys: this.#physOf(h), order: order[h]! }));
+    const out: MachineBlock[] = [];
+    this.#alloc.forEachBlock((h, order) => out.push({ phys: this.#physOf(h), order }));
+    return out;
+  }
+
+  /**
+   * Splits an allocated block into `2^order` allocated order-0 blocks (the kernel's
+   * `split_page`), keeping contents and preserved marks; each page can then be freed on its own
+   * with {@link Machine.freePages}. Used e.g. when part of a huge folio is punched out.
+   *
+   * @param phys - physical address of the block's first page
+   * @param order - the order it was allocated with
+   * @throws {@link LiveUpdateError} `EINVAL` when `phys` is not the head of an allocated block of
+   *   exactly that order (including addresses outside RAM) or for a bad order
+   */
+  splitPages(phys: bigint, order: number): void {
+    checkOrder(order, "splitPages");
+    const index = this.#headIndex(phys, order, "splitPages");
+    if (order > 0) this.#alloc.split(index, order);
+    this.#generation++;
+  }
+
+  /** Page index of the head of an allocated block of exactly `order` at `phys`; EINVAL otherwise. */
+  #headIndex(phys: bigint, order: number, what: string): number {
+    const off = typeof phys === "bigint" ? Number(phys) - this.#baseNum : NaN;
+    const index = off / PAGE_SIZE;
+    if (!(
+      off >= 0 &&
+      off < this.memoryBytes &&
+      Number.isInteger(index) &&
+      this.#alloc.isHead(index, order)
+    )) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${what}: ${physName(phys)} is not the head of an allocated order-${order} block`,
+      );
+    }
+    return index;
   }
 
   /**
@@ -361,7 +422,7 @@ export class Machine {
    */
   isAllocated(phys: bigint): boolean {
     const off = this.#offset(phys, 1, "isAllocated");
-    return (this.#alloc.flags[Math.floor(off / PAGE_SIZE)]! & PG_ALLOCATED) !== 0;
+    return (this.#alloc.flagsOf(Math.floor(off / PAGE_SIZE)) & PG_ALLOCATED) !== 0;
   }
 
   /**
@@ -398,7 +459,7 @@ export class Machine {
    */
   isPreserved(phys: bigint): boolean {
     const off = this.#offset(phys, 1, "isPreserved");
-    return (this.#alloc.flags[Math.floor(off / PAGE_SIZE)]! & PG_PRESERVED) !== 0;
+    return (this.#alloc.flagsOf(Math.floor(off / PAGE_SIZE)) & PG_PRESERVED) !== 0;
   }
 
   /**
@@ -433,10 +494,26 @@ export class Machine {
    *   touches a page that is not allocated; `EINVAL` for a bad length
    */
   read(phys: bigint, length: number): Uint8Array {
-    const off = this.#checked(phys, length, "read");
-    const out = new Uint8Array(length);
-    out.set(this.#ram.subarray(off, off + length));
-    return out;
+    return this.#contents.read(this.#checked(phys, length, "read"), length);
+  }
+
+  /**
+   * Copies `target.length - offset` bytes starting at `phys` out of RAM into `target` from
+   * `offset` on (no allocation: for large copies into a buffer the caller already has).
+   *
+   * @throws {@link LiveUpdateError} `EFAULT` (naming the address) when the range leaves RAM or
+   *   touches a page that is not allocated; `EINVAL` when `target` is not a Uint8Array or
+   *   `offset` is not an integer in `[0, target.length]`
+   */
+  readInto(phys: bigint, target: Uint8Array, offset = 0): void {
+    if (!(target instanceof Uint8Array)) {
+      throw new LiveUpdateError("EINVAL", `readInto at ${physName(phys)}: target is not a Uint8Array`);
+    }
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > target.length) {
+      throw new LiveUpdateError("EINVAL", `readInto at ${physName(phys)}: bad offset ${String(offset)}`);
+    }
+    const length = target.length - offset;
+    this.#contents.readInto(this.#checked(phys, length, "readInto"), length, target, offset);
   }
 
   /**
@@ -446,20 +523,53 @@ export class Machine {
    *   not allocated
    */
   write(phys: bigint, bytes: Uint8Array): void {
-    const off = this.#writable(phys, bytes.length, "write");
-    this.#ram.set(bytes, off);
+    this.#contents.write(this.#writable(phys, bytes.length, "write"), bytes);
   }
 
   /**
    * A live view of `length` bytes of RAM at `phys` (no copy): writes through it change RAM. The
-   * view stays valid as long as the machine exists; it is only checked when created.
+   * view is only checked when created and stays valid while its pages stay allocated (a view
+   * of pages that were freed and scrubbed no longer reaches RAM). RAM is backed in 2 MiB
+   * sections, so a view lies within one naturally aligned 2 MiB range — any block of
+   * {@link Machine.allocPages} does. Creating a view commits host memory for its pages; use
+   * {@link Machine.read} to look without writing.
    *
    * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or touches a page that is
-   *   not allocated
+   *   not allocated; `EINVAL` when it crosses a 2 MiB boundary
    */
   view(phys: bigint, length: number): Uint8Array {
-    const off = this.#checked(phys, length, "view");
-    return new Uint8Array(this.#ram.buffer, this.#ram.byteOffset + off, length);
+    return this.#viewAt(this.#checked(phys, length, "view"), phys, length);
+  }
+
+  #viewAt(off: number, phys: bigint, length: number): Uint8Array {
+    const v = this.#contents.view(off, length);
+    if (v === undefined) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `view: ${hex(phys)}+${length} crosses a 2 MiB boundary (RAM is backed in 2 MiB sections)`,
+      );
+    }
+    return v;
+  }
+
+  /** Fast path of the integer accessors: the DataView position of `length` bytes at RAM offset `off`. */
+  #scratch = new DataView(new ArrayBuffer(8));
+
+  #loadInt(off: number, length: number): { dv: DataView; pos: number } {
+    const fast = this.#contents.dataView(off, length, false);
+    if (fast) return fast;
+    this.#contents.readInto(off, length, new Uint8Array(this.#scratch.buffer), 0);
+    return { dv: this.#scratch, pos: 0 };
+  }
+
+  #storeInt(off: number, length: number, store: (dv: DataView, pos: number) => void): void {
+    const fast = this.#contents.dataView(off, length, true);
+    if (fast) {
+      store(fast.dv, fast.pos);
+      return;
+    }
+    store(this.#scratch, 0);
+    this.#contents.write(off, new Uint8Array(this.#scratch.buffer, 0, length));
   }
 
   /**
@@ -468,7 +578,8 @@ export class Machine {
    * @throws {@link LiveUpdateError} `EFAULT` when the 4 bytes leave RAM or are not allocated
    */
   readU32(phys: bigint): number {
-    return this.#dv.getUint32(this.#checked(phys, 4, "readU32"), true);
+    const { dv, pos } = this.#loadInt(this.#checked(phys, 4, "readU32"), 4);
+    return dv.getUint32(pos, true);
   }
 
   /**
@@ -481,7 +592,7 @@ export class Machine {
     if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
       throw new LiveUpdateError("EINVAL", `writeU32 at ${physName(phys)}: ${numName(value)} is not a u32`);
     }
-    this.#dv.setUint32(this.#writable(phys, 4, "writeU32"), value, true);
+    this.#storeInt(this.#writable(phys, 4, "writeU32"), 4, (dv, pos) => dv.setUint32(pos, value, true));
   }
 
   /**
@@ -490,7 +601,8 @@ export class Machine {
    * @throws {@link LiveUpdateError} `EFAULT` when the 8 bytes leave RAM or are not allocated
    */
   readU64(phys: bigint): bigint {
-    return this.#dv.getBigUint64(this.#checked(phys, 8, "readU64"), true);
+    const { dv, pos } = this.#loadInt(this.#checked(phys, 8, "readU64"), 8);
+    return dv.getBigUint64(pos, true);
   }
 
   /**
@@ -512,7 +624,7 @@ export class Machine {
         `writeU64 at ${physName(phys)}: ${value} is not a u64 (0 to 2^64 - 1)`,
       );
     }
-    this.#dv.setBigUint64(this.#writable(phys, 8, "writeU64"), value, true);
+    this.#storeInt(this.#writable(phys, 8, "writeU64"), 8, (dv, pos) => dv.setBigUint64(pos, value, true));
   }
 
   /**
@@ -521,8 +633,7 @@ export class Machine {
    * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or is not allocated
    */
   zero(phys: bigint, length: number): void {
-    const off = this.#writable(phys, length, "zero");
-    this.#ram.fill(0, off, off + length);
+    this.#contents.fill(this.#writable(phys, length, "zero"), length, 0);
   }
 
   /**
@@ -533,7 +644,7 @@ export class Machine {
   copy(dstPhys: bigint, srcPhys: bigint, length: number): void {
     const src = this.#checked(srcPhys, length, "copy source");
     const dst = this.#writable(dstPhys, length, "copy destination");
-    this.#ram.copyWithin(dst, src, src + length);
+    this.#contents.write(dst, this.#contents.read(src, length));
   }
 
   /**
@@ -545,7 +656,7 @@ export class Machine {
    */
   peek(phys: bigint, length: number): Uint8Array {
     const off = this.#offset(phys, length, "peek");
-    return this.#contents.readRaw(off, length);
+    return this.#contents.read(off, length);
   }
 
   // ---------------------------------------------------------------- kexec
@@ -555,7 +666,8 @@ export class Machine {
    * and free pages alike), then frees every allocated page that is not preserved. Afterwards
    * `allocatedPages === preservedPages`. Blocks that are only partly preserved are split into
    * their preserved, naturally aligned sub-blocks. Cost is proportional to the pages allocated
-   * since the previous scrub, not to the size of RAM.
+   * since the previous scrub, not to the size of RAM; sections left without data give their
+   * host memory back.
    *
    * @returns the number of pages that were poisoned
    * @throws {@link LiveUpdateError} `EBUSY` while a kernel is booting on the machine
@@ -565,7 +677,7 @@ export class Machine {
       throw new LiveUpdateError("EBUSY", "scrub: a kernel is booting on this machine");
     this.#alloc.releaseUnpreserved();
     this.#generation++;
-    return this.#contents.scrub(this.#alloc.flags, PG_PRESERVED);
+    return this.#contents.scrub((sec) => this.#alloc.preservedFlags(sec), PG_PRESERVED);
   }
 
   /**
@@ -602,24 +714,21 @@ export class Machine {
       }
     }
     this.#alloc.reset(list);
-    for (const [index, order] of list) this.#contents.materialize(index, 1 << order);
     this.#generation++;
   }
 
   // ---------------------------------------------------------------- image
 
   #imageBlocks(preservedOnly: boolean): ImageBlock[] {
-    const heads = this.#alloc.liveBlocks().sort();
     const alloc = this.#alloc;
     const out: ImageBlock[] = [];
     const keepPreserved = (index: number, order: number): void => {
       out.push({ index, order, preserved: "all" });
     };
-    for (const index of heads) {
-      const order = alloc.order[index]!;
+    alloc.forEachBlock((index, order) => {
       if (preservedOnly) {
         alloc.splitPreserved(index, order, keepPreserved);
-        continue;
+        return;
       }
       const n = 1 << order;
       const kept = alloc.countPreserved(index, n);
@@ -628,10 +737,10 @@ export class Machine {
       else {
         const bitmap = new Uint8Array(Math.max(1, n / 8));
         for (let i = 0; i < n; i++)
-          if (alloc.flags[index + i]! & PG_PRESERVED) bitmap[i >> 3]! |= 1 << (i & 7);
+          if (alloc.flagsOf(index + i) & PG_PRESERVED) bitmap[i >> 3]! |= 1 << (i & 7);
         out.push({ index, order, preserved: bitmap });
       }
-    }
+    });
     return out;
   }
 
@@ -670,7 +779,11 @@ export class Machine {
         base: this.base,
         khoRoot: this.#khoRoot,
         blocks: this.#imageBlocks(options.preservedOnly ?? false),
-        ram: this.#ram,
+        readPages: (offset, out) => this.#contents.readInto(offset, out.length, out),
+        hardware:
+          this.hardware.size > 0 || this.#timeNs !== 0n
+            ? encodeHardwareSection(this.#timeNs, this.hardware.snapshot())
+            : undefined,
       },
       {
         onProgress: options.onProgress,
@@ -689,22 +802,48 @@ export class Machine {
   /**
    * Loads a machine saved with {@link Machine.save}: same RAM size, base and KHO root, the same
    * allocated blocks (orders and preserved marks) with their contents. Every other page reads
-   * as poison.
+   * as poison. Its hardware is rebuilt, in the saved order, by the loaders of `options.hardware`,
+   * and its clock reads the saved time.
    *
    * @throws `MachineImageError` when the file is missing or unreadable (with `cause`),
    *   truncated, corrupt (checksum), not a machine image, or of another format version or page
-   *   size. Nothing outside the new machine is affected by a failed load.
+   *   size; when it holds hardware of a kind no loader rebuilds, or a loader throws (`cause`).
+   *   Nothing outside the new machine is affected by a failed load.
    */
-  static async load(path: string): Promise<Machine> {
-    const { header, blocks, target } = await readMachineImage(path, (h) => {
+  static async load(path: string, options: MachineLoadOptions = {}): Promise<Machine> {
+    const { header, blocks, target, hardware } = await readMachineImage(path, (h) => {
       const m = new Machine({ memory: h.ramSize, base: h.base });
-      return { machine: m, ram: m.#ram };
+      return {
+        machine: m,
+        loadPages: (offset: number, bytes: Uint8Array) => m.#contents.load(offset, bytes),
+      };
     });
     const m = target.machine;
     m.#setBlocks(blocks);
-    for (const b of blocks) m.#contents.overwrite(b.index, 1 << b.order);
     m.#khoRoot = header.khoRoot;
+    if (hardware) m.#loadHardware(path, hardware, options.hardware ?? []);
     return m;
+  }
+
+  #loadHardware(path: string, section: Buffer, loaders: readonly HardwareLoader[]): void {
+    const decoded = decodeHardwareSection(section, path);
+    this.#timeNs = decoded.timeNs;
+    const byKind = new Map(loaders.map((l) => [l.kind, l]));
+    for (const r of decoded.records) {
+      const loader = byKind.get(r.kind);
+      if (!loader) {
+        throw new MachineImageError(path, `no loader for hardware "${r.name}" of kind "${r.kind}"`);
+      }
+      try {
+        this.hardware.attach(loader.load(this, r.name, r.state));
+      } catch (e) {
+        throw new MachineImageError(
+          path,
+          `cannot rebuild hardware "${r.name}" (${r.kind}): ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+    }
   }
 
   /** Makes exactly `blocks` (ascending) allocated, with their preserved marks; contents untouched. */
@@ -729,9 +868,10 @@ export class Machine {
     const state: CheckpointState = {
       khoRoot: this.#khoRoot,
       blocks: this.#imageBlocks(false),
-      contentsMark: contents.mark(),
-      pages: new PageSnapshot(this.#ram, (p) => contents.isLive(p)),
+      pages: new PageSnapshot(contents),
     };
+    // Hardware a booting kernel reprograms (e.g. IOMMU context entries) goes back too.
+    const hardware = this.hardware.list().map((h) => h.checkpoint?.());
     this.#checkpoint = state;
     const close = (): void => {
       if (this.#checkpoint !== state) throw new LiveUpdateError("EINVAL", "this checkpoint is closed");
@@ -742,9 +882,9 @@ export class Machine {
       rollback: () => {
         close();
         state.pages.restore();
-        contents.rollback(state.contentsMark);
         this.#setBlocks(state.blocks);
         this.#khoRoot = state.khoRoot;
+        for (let i = hardware.length - 1; i >= 0; i--) hardware[i]?.();
         this.#generation++;
       },
     };

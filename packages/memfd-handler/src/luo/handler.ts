@@ -10,8 +10,9 @@
  *   (size and folios fixed: resize, write past the end, fallocate → `EPERM`; writes inside keep
  *   working); allocate the 48-byte record in preserved memory; pin every folio of `[0, size)`,
  *   filling holes with zeroed folios (`ENOMEM`); write one 16-byte record per folio (pfn, index,
- *   DIRTY|UPTODATE) into a preserved vmalloc area; mark every folio preserved; record pos, size
- *   and seals. Any failure undoes all of it. data = the record's physical address.
+ *   DIRTY|UPTODATE) into a preserved vmalloc area; mark every folio preserved with its order (a
+ *   2 MiB folio is one record and one order-9 KHO block, not 512); record pos, size and seals.
+ *   Any failure undoes all of it. data = the record's physical address.
  * - freeze (reboot): refresh the position and the seals in the record — size and folios cannot
  *   have changed. (Linux refreshes only the position, so a seal added after PRESERVE would be
  *   lost; `F_ADD_SEALS` is not blocked while preserved, so the seals are refreshed here too.) The
@@ -21,9 +22,12 @@
  *   file is resizable again; folios that filled holes stay allocated, as in Linux).
  * New kernel.
  * - retrieve: validate everything first (record flags 0 else `EINVAL`, seals `EOPNOTSUPP`, the
- *   array chain, every folio handed over and inside the file else `EIO`/`EINVAL`), then build a
- *   new memfd (empty name, same size, position and seals) whose folios *are* the handed-over
- *   pages (`KhoIncoming.restore`, no copy). A failed retrieve restores nothing.
+ *   array chain, every folio handed over and starting inside the file else `EIO`/`EINVAL`; a
+ *   folio's order is the order KHO handed its block over with: 0, or 9 at a 512-aligned index not
+ *   overlapping another folio, else `EINVAL`), then build a new memfd (empty name, same size,
+ *   position and seals, the kernel's `shmemHuge` policy for new folios) whose folios *are* the
+ *   handed-over blocks (`KhoIncoming.restore`, no copy: a 2 MiB folio comes back as one order-9
+ *   folio at the same physical address). A failed retrieve restores nothing.
  * - finish: free the folios of a file that was never (successfully) retrieved; free the record
  *   and the array in every case. (Linux frees the record already in retrieve and leaks the folios
  *   of a failed retrieve; here they are released at FINISH.)
@@ -33,6 +37,8 @@
 import {
   LiveUpdateError,
   MAX_FILE_OFFSET,
+  MAX_ORDER,
+  MAX_ORDER_PAGES,
   PAGE_SHIFT,
   PAGE_SIZE,
   defineFileHandler,
@@ -118,7 +124,6 @@ function preserve({ file, kho }: PreserveArgs<MemfdFile>): PreserveResult<MemfdP
   if (Math.ceil(inode.size / PAGE_SIZE) > 0xffff_ffff) {
     throw new LiveUpdateError("EFBIG", `${inode.description} has more than 2^32-1 pages`);
   }
-  const order = inode.folioOrder;
   inode.setFrozen(true);
   let ser: PreservedBlock | undefined;
   let pinned = false;
@@ -133,7 +138,7 @@ function preserve({ file, kho }: PreserveArgs<MemfdFile>): PreserveResult<MemfdP
       writeFolioRecords(kho.machine, area, folios);
     }
     for (const f of folios) {
-      kho.preserveFolio(f.phys, order);
+      kho.preserveFolio(f.phys, f.order);
       marked.push(f);
     }
     encodeMemfdSer(ser.view, {
@@ -146,7 +151,7 @@ function preserve({ file, kho }: PreserveArgs<MemfdFile>): PreserveResult<MemfdP
     });
     return { data: ser.phys, privateData: { inode, ser: ser.phys, area, folios } };
   } catch (e) {
-    for (let i = marked.length - 1; i >= 0; i--) kho.unpreserveFolio(marked[i]!.phys, order);
+    for (let i = marked.length - 1; i >= 0; i--) kho.unpreserveFolio(marked[i]!.phys, marked[i]!.order);
     if (area) unpreserveVmalloc(kho, area);
     if (pinned) inode.unpinAll();
     if (ser) kho.unpreserveFree(ser.phys);
@@ -175,7 +180,7 @@ function freeze(args: PreservedArgs<MemfdFile, MemfdPreserved>): void {
 function unpreserve(args: PreservedArgs<MemfdFile, MemfdPreserved>): void {
   const { inode, ser, area, folios } = state(args);
   const { kho } = args;
-  for (let i = folios.length - 1; i >= 0; i--) kho.unpreserveFolio(folios[i]!.phys, inode.folioOrder);
+  for (let i = folios.length - 1; i >= 0; i--) kho.unpreserveFolio(folios[i]!.phys, folios[i]!.order);
   if (area) unpreserveVmalloc(kho, area);
   kho.unpreserveFree(ser);
   inode.unpinAll();
@@ -223,6 +228,7 @@ function retrieve({ data, incoming: maybeIncoming, container }: RetrieveArgs): M
   const pages = Math.ceil(size / PAGE_SIZE);
   const meta = metadataPages(h);
   const indexes = new Set<number>();
+  const hugeUnits = new Set<number>();
   const physs = new Set<bigint>();
   const folios: MemfdFolio[] = [];
   for (const f of h.folios) {
@@ -233,16 +239,40 @@ function retrieve({ data, incoming: maybeIncoming, container }: RetrieveArgs): M
         `${what}: folio index ${f.index} is repeated or beyond ${pages} page(s)`,
       );
     }
-    if (physs.has(phys) || meta.has(phys) || !unrestored(incoming, phys, 0)) {
+    const order = incoming.orderOf(phys);
+    if (physs.has(phys) || meta.has(phys) || order === undefined || !unrestored(incoming, phys, order)) {
       throw new LiveUpdateError("EIO", `${what}: cannot restore folio ${f.index} at ${hex(phys)}`);
     }
-    indexes.add(Number(f.index));
+    const index = Number(f.index);
+    if (order !== 0 && (order !== MAX_ORDER || index % MAX_ORDER_PAGES !== 0)) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${what}: folio ${f.index} at ${hex(phys)} has order ${order} (memfd folios are order 0, or ${MAX_ORDER} at a multiple of ${MAX_ORDER_PAGES} pages)`,
+      );
+    }
+    if (order === MAX_ORDER) hugeUnits.add(index / MAX_ORDER_PAGES);
+    indexes.add(index);
     physs.add(phys);
-    folios.push({ index: Number(f.index), phys });
+    folios.push({ index, phys, order });
+  }
+  for (const f of folios) {
+    const unit = Math.floor(f.index / MAX_ORDER_PAGES);
+    if (f.order === 0 && hugeUnits.has(unit)) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${what}: folio ${f.index} lies inside the 2 MiB folio at index ${unit * MAX_ORDER_PAGES}`,
+      );
+    }
   }
   // Everything checked: from here nothing can fail.
-  for (const f of folios) incoming.restore(f.phys, 0);
-  const inode = new MemfdInode(fs, { name: "", hugetlb: false, seals: 0, executable: true });
+  for (const f of folios) incoming.restore(f.phys, f.order);
+  const inode = new MemfdInode(fs, {
+    name: "",
+    hugetlb: false,
+    huge: fs.shmemHuge,
+    seals: 0,
+    executable: true,
+  });
   inode.adopt(size, record.seals, folios);
   const file = new MemfdFile(inode);
   file.pos = Number(record.pos);
@@ -262,7 +292,9 @@ function finish({ data, incoming: maybeIncoming, retrieveStatus }: FinishArgs<Me
   if (retrieveStatus !== 1) {
     for (const f of h.folios) {
       const phys = folioPhys(f);
-      if (!meta.has(phys) && unrestored(incoming, phys, 0)) incoming.restoreFree(phys);
+      const order = incoming.orderOf(phys);
+      if (!meta.has(phys) && order !== undefined && unrestored(incoming, phys, order))
+        incoming.restoreFree(phys);
     }
   }
   for (const p of meta) incoming.restoreFree(p);

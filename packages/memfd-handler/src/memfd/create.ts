@@ -13,7 +13,8 @@ import { LiveUpdateError, type Process } from "@luo/core";
 import { F_SEAL_EXEC, F_SEAL_SEAL, MFD_NAME_MAX_LEN } from "../seals.js";
 import { MemfdFile } from "./file.js";
 import { memfdFsOf } from "./fs.js";
-import { MemfdInode } from "./inode.js";
+import { checkShmemHuge } from "./huge.js";
+import { MemfdInode, type ShmemHuge } from "./inode.js";
 
 /** Flags of {@link memfdCreate} (the `MFD_*` flags of `memfd_create(2)`). */
 export interface MemfdCreateOptions {
@@ -25,6 +26,14 @@ export interface MemfdCreateOptions {
    * does not preserve it (`ENOENT` at PRESERVE_FD). Default false.
    */
   readonly hugetlb?: boolean;
+  /**
+   * Transparent huge pages of a shmem memfd (see {@link ShmemHuge}): `"always"` gives 2 MiB
+   * folios wherever a 2 MiB range of the file has no 4 KiB folio yet, `"within_size"` only for
+   * 2 MiB ranges inside the file size, `"never"` 4 KiB folios only. Linux sets this kernel-wide
+   * (`shmem_enabled`); the default here is the `shmemHuge` option of the `memfd()` plugin
+   * (itself `"never"` by default). Ignored with `hugetlb`, whose folios are all 2 MiB.
+   */
+  readonly huge?: ShmemHuge;
   /**
    * `MFD_NOEXEC_SEAL`: not executable (mode 0666), starts with `F_SEAL_EXEC` and allows sealing.
    * Default false (mode 0777).
@@ -40,7 +49,7 @@ export interface MemfdCreateOptions {
  * @param proc - the calling process
  * @param name - the name (shown as `memfd:<name>`), at most 249 UTF-8 bytes, no NUL
  * @param options - the `MFD_*` flags
- * @throws `LiveUpdateError` `EINVAL` (name too long or with a NUL), `EOPNOTSUPP` (the kernel
+ * @throws `LiveUpdateError` `EINVAL` (name too long or with a NUL, unknown `huge`), `EOPNOTSUPP` (the kernel
  *   was booted without the `memfd()` plugin), `ESHUTDOWN` (the kernel was replaced), `ESRCH`
  *   (the process exited)
  *
@@ -65,6 +74,7 @@ export function memfdCreate(proc: Process, name: string, options: MemfdCreateOpt
   if (bytes > MFD_NAME_MAX_LEN) {
     throw new LiveUpdateError("EINVAL", `memfd_create: name of ${bytes} bytes exceeds ${MFD_NAME_MAX_LEN}`);
   }
+  if (options.huge !== undefined) checkShmemHuge(options.huge, "memfd_create: huge");
   const fs = memfdFsOf(proc);
   const noExec = options.noExecSeal === true;
   let seals = F_SEAL_SEAL;
@@ -73,6 +83,7 @@ export function memfdCreate(proc: Process, name: string, options: MemfdCreateOpt
   const inode = new MemfdInode(fs, {
     name,
     hugetlb: options.hugetlb === true,
+    huge: options.huge ?? fs.shmemHuge,
     seals,
     executable: !noExec,
   });

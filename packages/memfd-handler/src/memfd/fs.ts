@@ -13,6 +13,7 @@
  */
 import type { InjectionToken } from "tsyringe";
 import { LiveUpdateError, PAGE_SIZE, type KernelContext, type Machine, type Process } from "@luo/core";
+import type { ShmemHuge } from "./inode.js";
 
 /** The memfd filesystem of one kernel. */
 export class MemfdFs {
@@ -22,10 +23,14 @@ export class MemfdFs {
   /**
    * @param machine - the machine whose pages hold memfd contents
    * @param kernel - the kernel's VFS context (halt state, messages)
+   * @param shmemHuge - the kernel-wide huge page policy of shmem memfds (Linux's
+   *   `/sys/kernel/mm/transparent_hugepage/shmem_enabled`): what `memfdCreate` uses when not
+   *   told otherwise, and what memfds retrieved after a live update use for new folios
    */
   constructor(
     readonly machine: Machine,
     readonly kernel: KernelContext,
+    readonly shmemHuge: ShmemHuge = "never",
   ) {}
 
   /** True while this kernel runs and owns its memory. */
@@ -69,6 +74,11 @@ export class MemfdFs {
   /** Takes over a folio that was handed over by the previous kernel and restored (accounting only). */
   adoptFolio(order: number): void {
     this.#pages += 1 << order;
+  }
+
+  /** Splits an allocated folio into 4 KiB folios in place (`split_folio`); same pages, same contents. */
+  splitFolio(phys: bigint, order: number): void {
+    this.machine.splitPages(phys, order);
   }
 
   /** Frees a folio; does nothing once the fs is down (the memory is no longer this kernel's). */
