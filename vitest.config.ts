@@ -63,6 +63,14 @@ export default defineConfig({
           globalSetup: ["test/global-setup.ts"],
         },
       },
+      {
+        extends: true,
+        test: {
+          name: "luod",
+          root: "examples/luod",
+          include: ["test/**/*.test.ts"],
+        },
+      },
     ],
   },
 });

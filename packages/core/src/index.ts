@@ -131,6 +131,17 @@ export {
   NullDevice,
   ZeroDevice,
   type DeviceOpener,
+  AF_UNIX,
+  SOCK_STREAM,
+  SOCK_NONBLOCK,
+  SOCK_CLOEXEC,
+  SCM_MAX_FD,
+  UNIX_INFLIGHT_MAX,
+  UNIX_PATH_MAX,
+  SOMAXCONN,
+  UnixSocket,
+  type ReceivedMessage,
+  type RecvOptions,
   type WaitOptions,
   EFD_SEMAPHORE,
   EFD_NONBLOCK,
@@ -186,6 +197,9 @@ export {
   type HandoverFlb,
   type HandoverView,
   type LiveUpdateStats,
+  type ServedCompatibles,
+  type FileFinishStatus,
+  type SessionFinishStatus,
   type TraceEvent,
   type TraceFile,
 } from "./liveupdate/index.js";
@@ -200,7 +214,13 @@ export {
   type Plugin,
   type PluginSpec,
 } from "./plugin/index.js";
-export { Kernel, type BootOptions, type KexecOptions, type KexecSaveOptions } from "./system/index.js";
+export {
+  Kernel,
+  pluginCompatibles,
+  type BootOptions,
+  type KexecOptions,
+  type KexecSaveOptions,
+} from "./system/index.js";
 export {
   inspectHandover,
   formatHandoverReport,

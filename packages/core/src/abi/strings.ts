@@ -12,7 +12,8 @@
 import { LiveUpdateError } from "../errors.js";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM keeps a leading U+FEFF: names are bytes, and "\uFEFF\u0001" must not decode to "\u0001".
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** A lone UTF-16 surrogate (a `\p{Cs}` code point: only unpaired halves match with the `u` flag). */
 const LONE_SURROGATE = /\p{Cs}/u;

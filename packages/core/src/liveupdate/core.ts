@@ -13,7 +13,7 @@ import { FlbManager } from "./flb.js";
 import { LiveUpdateEvents } from "./events.js";
 import { PreservedIds } from "./preserved-ids.js";
 import { Registry } from "./registration.js";
-import { Session, SessionList, validateSessionName } from "./session.js";
+import { Session, SessionList, validateSessionName, type SessionFinishStatus } from "./session.js";
 import { LevelRwLock, LockLevel } from "./locks.js";
 import { toU64 } from "./file.js";
 import type { LuoServices } from "./services.js";
@@ -342,6 +342,17 @@ export class LiveUpdate {
   async finish(s: Session): Promise<void> {
     this.ctx.assertRunning();
     await this.serializeLock.read(() => s.finish());
+  }
+
+  /**
+   * What FINISH of incoming session `s` would decide now, without finishing (see
+   * `SessionHandle.finishStatus`). `EINVAL` for an outgoing session, `EBADF` once closed.
+   *
+   * @internal
+   */
+  async finishStatus(s: Session): Promise<SessionFinishStatus> {
+    this.ctx.assertRunning();
+    return this.serializeLock.read(() => s.finishStatus());
   }
 
   /**

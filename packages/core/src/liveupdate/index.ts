@@ -47,10 +47,21 @@ export {
   type FlbAccess,
 } from "./flb.js";
 export { PreservedIds } from "./preserved-ids.js";
-export { Registry, type RegisteredHandler, type QuiesceTarget } from "./registration.js";
+export {
+  Registry,
+  type RegisteredHandler,
+  type QuiesceTarget,
+  type ServedCompatibles,
+} from "./registration.js";
 export type { LuoServices } from "./services.js";
-export { LuoFile, toU64, FileSet } from "./file.js";
-export { Session, validateSessionName, SessionList, type SessionState } from "./session.js";
+export { LuoFile, toU64, FileSet, type FileFinishStatus } from "./file.js";
+export {
+  Session,
+  validateSessionName,
+  SessionList,
+  type SessionState,
+  type SessionFinishStatus,
+} from "./session.js";
 export {
   freezeView,
   type HandoverFile,

@@ -16,7 +16,7 @@
 import { LiveUpdateError } from "../errors.js";
 import { encodeFixedString, SESSION_NAME_SIZE, type SessionRecords, type SessionSlot } from "../abi/index.js";
 import type { KernelFile, Process } from "../kernel/index.js";
-import { FileSet } from "./file.js";
+import { FileSet, type FileFinishStatus } from "./file.js";
 import { LevelMutex, LevelRwLock, LockLevel } from "./locks.js";
 import type { LuoServices } from "./services.js";
 
@@ -25,6 +25,20 @@ import type { LuoServices } from "./services.js";
  * can be `finished` (FINISH, before the close) or `stuck` (a close whose implicit FINISH was vetoed).
  */
 export type SessionState = "live" | "finished" | "stuck" | "closing" | "closed";
+
+/**
+ * An incoming session as FINISH would see it now (see `SessionHandle.finishStatus`).
+ *
+ * @category Sessions
+ */
+export interface SessionFinishStatus {
+  /** The session's name. */
+  readonly session: string;
+  /** `live`, or `finished` after an explicit FINISH (a closed or stuck session cannot be asked). */
+  readonly state: "live" | "finished";
+  /** Its files in handover order; FINISH succeeds when every `canFinish` is true. */
+  readonly files: readonly FileFinishStatus[];
+}
 
 /**
  * One session and what userspace does to it through its fd. The orchestrator (`core.ts`) holds
@@ -150,6 +164,19 @@ export class Session {
       this.current = "finished";
     });
     this.svc.events.emitEvent("session:finished", { session: this.name });
+  }
+
+  /**
+   * What FINISH would decide now, without finishing: per file its retrieve status and its
+   * handler's `canFinish` answer. `EINVAL` for an outgoing session, `EBADF` once closed.
+   */
+  async finishStatus(): Promise<SessionFinishStatus> {
+    this.requireKind("incoming", "finish status");
+    return this.mutex.lock(async () => {
+      this.requireOpen();
+      const files = this.fileCount > 0 ? await this.files.finishPreview() : [];
+      return { session: this.name, state: this.current === "finished" ? "finished" : "live", files };
+    });
   }
 
   /**

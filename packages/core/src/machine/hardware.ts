@@ -75,7 +75,7 @@ export interface HardwareRecord {
 
 const NAME_MAX = 255;
 const utf8 = new TextEncoder();
-const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
+const fromUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function checkLabel(value: unknown, what: string): string {
   if (typeof value !== "string" || value.length === 0 || utf8.encode(value).length > NAME_MAX) {
