@@ -37,6 +37,14 @@ export default defineConfig({
           include: ["test/**/*.test.ts"],
         },
       },
+      {
+        extends: true,
+        test: {
+          name: "vmm",
+          root: "examples/vmm",
+          include: ["test/**/*.test.ts"],
+        },
+      },
     ],
   },
 });
