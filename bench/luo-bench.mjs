@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `pnpm bench`: scaling of the orchestrator (SPEC §6). For sessions (no files) and for files in
+// `pnpm bench`: scaling of the orchestrator. For sessions (no files) and for files in
 // one session it times create/preserve, kexec (freeze + serialize), boot + first open
 // (deserialize) and retrieve + finish; prints per-item costs and t(10n)/t(n) ratios, compares
 // serialization with a plain copy of the same handover bytes, and writes
@@ -11,6 +11,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
 import {
   KernelFile,
   Machine,
@@ -19,14 +20,25 @@ import {
   PAGE_SIZE,
 } from "../packages/core/dist/index.js";
 
-const args = new Set(process.argv.slice(2));
-const quick = args.has("--quick");
+const USAGE = "usage: node bench/luo-bench.mjs [--quick | --full] [--help]";
+let args;
+try {
+  ({ values: args } = parseArgs({
+    args: process.argv.slice(2).filter((a, i) => i > 0 || a !== "--"),
+    strict: true,
+    options: { quick: { type: "boolean" }, full: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+  }));
+} catch (e) {
+  console.error(`luo-bench: ${e.message}\n${USAGE}`);
+  process.exit(2);
+}
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const quick = args.quick === true;
 const SESSION_SIZES = quick ? [1000, 10000] : [1000, 10000, 100000, 500000];
-const FILE_SIZES = quick
-  ? [1000, 10000]
-  : args.has("--full")
-    ? [1000, 10000, 100000, 1000000]
-    : [1000, 10000, 100000];
+const FILE_SIZES = quick ? [1000, 10000] : args.full ? [1000, 10000, 100000, 1000000] : [1000, 10000, 100000];
 
 class BenchFile extends KernelFile {
   description = "benchfile";
@@ -199,6 +211,6 @@ console.log(
 mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
 // The 1M-file run keeps its own file so `pnpm bench` results stay comparable run to run; a quick
 // run (smaller sizes, whatever else is given) never overwrites either.
-const out = quick ? "quick.json" : args.has("--full") ? "full-1m.json" : "latest.json";
+const out = quick ? "quick.json" : args.full ? "full-1m.json" : "latest.json";
 writeFileSync(new URL(`./results/${out}`, import.meta.url), JSON.stringify(result, null, 2) + "\n");
 console.log(`wrote bench/results/${out}`);

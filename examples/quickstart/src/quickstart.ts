@@ -98,12 +98,13 @@ export interface QuickstartResult {
   /** From `reboot:started` in the old kernel to the first successful retrieve in the new one. */
   readonly blackoutMs: number;
   /**
-   * The handover: as `luo inspect` shows it when an image was saved; otherwise only its KHO
-   * summary, sessions and files as the new kernel received them (`flbs` and `blobs` empty).
+   * The handover: as `luo inspect` shows it when an image was saved; otherwise what the new
+   * kernel received (`liveupdate.received`: sessions, files, FLBs) with its KHO summary and no
+   * raw blobs.
    */
   readonly handover: HandoverReport;
-  /** What {@link QuickstartResult.handover} holds: the full `luo inspect` report, or only sessions and files. */
-  readonly handoverScope: "inspect" | "sessions and files";
+  /** Where {@link QuickstartResult.handover} comes from: `luo inspect` of the image, or `liveupdate.received`. */
+  readonly handoverScope: "inspect" | "received";
   /** The memfd records of the handover. */
   readonly records: readonly RecordSummary[];
   /** The machine image, when one was saved. */
@@ -258,7 +259,7 @@ export async function runQuickstart(options: QuickstartOptions = {}): Promise<Qu
   let k2: Kernel;
   const image = options.saveImage;
   if (image === undefined) {
-    k2 = (await timed("kexec: freeze, hand over, scrub, boot kernel#2", () => k1.kexec()))!;
+    k2 = await timed("kexec: freeze, hand over, scrub, boot kernel#2", () => k1.kexec());
   } else {
     await timed("kexec: freeze, hand over, scrub, save the machine image", () => k1.kexec({ saveTo: image }));
     k2 = await timed("load the image, boot kernel#2 from it", async () =>
@@ -289,24 +290,18 @@ export async function runQuickstart(options: QuickstartOptions = {}): Promise<Qu
 
   // The handover as `luo inspect` shows it: from (a second copy of) the image. Inspecting
   // rebuilds the copy's allocator, so never boot that copy. In-process there is no image to
-  // inspect: only the sessions and files the new kernel received are filled in (core exposes no
-  // read-only list of the FLBs it received; the raw blobs are not kept), and the report labels
-  // that view as such (`handoverScope`).
+  // inspect: the report is what kernel#2 received (sessions, files and FLBs, from
+  // `liveupdate.received`) plus its KHO facts; only the raw blobs are missing.
   let inspected: { report: HandoverReport; machine: Machine } | undefined;
   if (image !== undefined) {
     const copy = await Machine.load(image);
     inspected = { report: inspectHandover(copy), machine: copy };
   }
   const handover: HandoverReport = inspected?.report ?? {
+    ...k2.liveupdate.received,
     khoRoot: k2.incoming!.root,
     subtrees: k2.incoming!.subtreeNames(),
     preservedPages: handedOver,
-    liveupdateNumber: k2.liveupdate.liveupdateNumber,
-    sessions: [...k2.liveupdate.incoming.values()].map((s) => ({
-      name: s.name,
-      files: s.files.list().map((f) => ({ compatible: f.compatible, token: f.token, data: f.data })),
-    })),
-    flbs: [],
     blobs: {},
   };
   const recordMachine = inspected?.machine ?? k2.machine;
@@ -375,7 +370,7 @@ export async function runQuickstart(options: QuickstartOptions = {}): Promise<Qu
     pagesCopied,
     blackoutMs,
     handover,
-    handoverScope: inspected ? "inspect" : "sessions and files",
+    handoverScope: inspected ? "inspect" : "received",
     records,
     image: options.saveImage,
   };

@@ -1,7 +1,7 @@
 /**
  * The quickstart's printed report: the timed steps, the handover totals (sessions, files, bytes,
  * pages handed over, pages copied, blackout), the handover as `luo inspect` prints it (or, without
- * an image, its sessions and files) plus the memfd records, and the checks.
+ * an image, as the new kernel received it) plus the memfd records, and the checks.
  *
  * @module
  */
@@ -18,20 +18,16 @@ const indent = (text: string, by = "  "): string =>
     .join("\n");
 
 /**
- * The handover section: the `luo inspect` text of the image, or — in-process, where only the
- * sessions and files are known — that text without its FLB section, under a title that says so.
+ * The handover section: the `luo inspect` text of the image, or — in-process, where there is no
+ * image — the same text for what kernel#2 received (`liveupdate.received`), under a title that
+ * says so.
  */
 function handoverView(r: QuickstartResult): string[] {
-  if (r.handoverScope === "inspect") {
-    return [`luo inspect ${r.image ?? ""}`.trimEnd(), indent(formatHandoverReport(r.handover))];
-  }
-  const text = formatHandoverReport(r.handover)
-    .split("\n")
-    .filter((l) => !l.startsWith("FLBs:"));
-  return [
-    "handover as kernel#2 received it: sessions and files (not the full luo inspect output; use --save-image for that)",
-    indent(text.join("\n")),
-  ];
+  const title =
+    r.handoverScope === "inspect"
+      ? `luo inspect ${r.image ?? ""}`.trimEnd()
+      : "handover as kernel#2 received it (liveupdate.received; --save-image shows luo inspect of the image)";
+  return [title, indent(formatHandoverReport(r.handover))];
 }
 
 /** Renders the report; the last line says whether every check passed. */

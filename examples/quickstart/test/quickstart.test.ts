@@ -22,10 +22,12 @@ describe("quickstart", () => {
     const text = formatQuickstartReport(r);
     expect(text).toContain("pages copied         0 of 322");
     expect(text).toContain('session "vm-0": 3 file(s)');
-    // In-process only the sessions and files are known: the view says so and shows no FLB section.
-    expect(r.handoverScope).toBe("sessions and files");
-    expect(text).toContain("handover as kernel#2 received it: sessions and files");
-    expect(text).not.toContain("FLBs:");
+    // In-process the report is what kernel#2 received, FLBs included (the memfd handler has none).
+    expect(r.handoverScope).toBe("received");
+    expect(text).toContain("handover as kernel#2 received it (liveupdate.received");
+    expect(r.handover.liveupdateNumber).toBe(1n);
+    expect(Object.isFrozen(r.handover.sessions[0]!.files[0])).toBe(true); // the received view is frozen
+    expect(text).toContain("FLBs: 0");
     expect(text).toContain("256 folio(s) listed in 1 page(s) + 1 chunk page(s)");
     expect(text.trimEnd().endsWith("live update OK")).toBe(true);
   });

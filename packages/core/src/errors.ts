@@ -128,6 +128,32 @@ export class MachineImageError extends LiveUpdateError {
   }
 }
 
+/**
+ * Names what a caller passed where something else was expected, for `EINVAL` messages from
+ * plain-JavaScript misuse: `a string "7"`, `a number 1.5`, `null`, `an array`.
+ */
+export function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  switch (typeof v) {
+    case "string":
+      return `a string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+    case "bigint":
+      return `a bigint ${v}n`;
+    case "number":
+    case "boolean":
+      return `a ${typeof v} ${String(v)}`;
+    case "undefined":
+      return "undefined";
+    case "function":
+      return "a function";
+    case "symbol":
+      return "a symbol";
+    default:
+      return "an object";
+  }
+}
+
 /** True when `e` is a {@link LiveUpdateError} (optionally with the given code). */
 export function isLiveUpdateError(e: unknown, code?: ErrnoCode): e is LiveUpdateError {
   return e instanceof LiveUpdateError && (code === undefined || e.code === code);

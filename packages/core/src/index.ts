@@ -2,17 +2,179 @@
  * `@luo/core`: the emulated machine, KHO, FDT, the handover ABI, the kernel/VFS model, the Live
  * Update Orchestrator and the plugin API.
  *
+ * Everything exported here is the public, documented API (`docs/api-surface.md` lists and
+ * describes each export; a test keeps the two in step). The orchestrator's internals live behind
+ * `@luo/core/internal`, for this repository's own tests only: not a stable API.
+ *
  * @packageDocumentation
  */
 import "reflect-metadata";
 
-export * from "./errors.js";
-export * from "./machine/index.js";
-export * from "./fdt/index.js";
-export * from "./kho/index.js";
-export * from "./abi/index.js";
-export * from "./kernel/index.js";
-export * from "./liveupdate/index.js";
-export * from "./plugin/index.js";
-export * from "./system/index.js";
-export * from "./inspect/index.js";
+export {
+  ERRNO,
+  LiveUpdateError,
+  KernelPanicError,
+  FdtError,
+  MachineImageError,
+  isLiveUpdateError,
+  type ErrnoCode,
+  type LiveUpdateErrorOptions,
+} from "./errors.js";
+export {
+  DEFAULT_RAM_BASE,
+  MAX_ORDER,
+  MAX_ORDER_BYTES,
+  MAX_ORDER_PAGES,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  PHYS_ADDR_LIMIT,
+  POISON_BYTE,
+  formatSize,
+  parseSize,
+  Machine,
+  MACHINE_IMAGE_MAGIC,
+  MACHINE_IMAGE_VERSION,
+  type MemorySize,
+  type MachineBlock,
+  type MachineOptions,
+  type MachineSaveOptions,
+  type MachineStats,
+} from "./machine/index.js";
+export {
+  FDT_HEADER_SIZE,
+  FDT_LAST_COMP_VERSION,
+  FDT_MAGIC,
+  FDT_MAX_DEPTH,
+  FDT_VERSION,
+  isValidFdtNodeName,
+  isValidFdtPropertyName,
+  fdtString,
+  fdtStringList,
+  fdtU32,
+  fdtU64,
+  readFdtString,
+  readFdtStringList,
+  readFdtU32,
+  readFdtU64,
+  fdtNode,
+  fdtTree,
+  findFdtNode,
+  getProp,
+  fdtTotalSize,
+  peekFdtHeader,
+  encodeFdt,
+  decodeFdt,
+  type FdtNode,
+  type FdtReservation,
+  type FdtTree,
+  type FdtPropsInit,
+  type FdtTreeOptions,
+  type FdtHeader,
+} from "./fdt/index.js";
+export {
+  KHO_COMPATIBLE,
+  KHO_MAX_MAP_PAGES,
+  KHO_MAX_ROOT_SIZE,
+  MAP_ENTRIES_PER_PAGE,
+  MAP_ENTRY_SIZE,
+  MAP_HEADER_SIZE,
+  Kho,
+  KhoIncoming,
+  type PreservedBlock,
+} from "./kho/index.js";
+export {
+  LUO_KHO_NAME,
+  LUO_COMPATIBLE,
+  LUO_SESSION_COMPATIBLE,
+  LUO_FLB_COMPATIBLE,
+  SESSION_NAME_SIZE,
+  COMPATIBLE_SIZE,
+  BLOCK_HEADER_SIZE,
+  LUO_MAX_BLOCKS,
+  SESSION_SER,
+  FILE_SER,
+  FLB_SER,
+  SESSION_BLOCKS,
+  FILE_BLOCKS,
+  FLB_AREA,
+  type BlockGeometry,
+} from "./abi/index.js";
+export {
+  SEEK_SET,
+  SEEK_CUR,
+  SEEK_END,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  F_ADD_SEALS,
+  F_GET_SEALS,
+  MAX_FILE_OFFSET,
+  allocInode,
+  KernelFile,
+  KernelContext,
+  Process,
+  type DeviceOpener,
+} from "./kernel/index.js";
+export {
+  LIVE_UPDATE_EVENT_NAMES,
+  LiveUpdateEvents,
+  defineFileHandler,
+  defineFlb,
+  LiveUpdate,
+  LIVEUPDATE_IOCTL_TYPE,
+  LIVEUPDATE_IOCTL_CREATE_SESSION,
+  LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
+  LIVEUPDATE_SESSION_PRESERVE_FD,
+  LIVEUPDATE_SESSION_RETRIEVE_FD,
+  LIVEUPDATE_SESSION_FINISH,
+  LIVEUPDATE_SESSION_GET_NAME,
+  LIVEUPDATE_STRUCT_SIZE,
+  LIVEUPDATE_DEVICE_PATH,
+  LiveUpdateDevice,
+  SessionHandle,
+  LiveUpdateTracer,
+  type EventBase,
+  type LiveUpdateEventPayloads,
+  type LiveUpdateEventName,
+  type LiveUpdateEventMap,
+  type Awaitable,
+  type SessionDependencies,
+  type HandlerContext,
+  type PreserveArgs,
+  type PreserveResult,
+  type PreservedArgs,
+  type RetrieveArgs,
+  type RetrieveStatus,
+  type FinishArgs,
+  type FileHandlerSpec,
+  type FileHandler,
+  type FlbPreserveArgs,
+  type FlbPreserveResult,
+  type FlbSpec,
+  type Flb,
+  type FlbAccess,
+  type HandoverFile,
+  type HandoverSession,
+  type HandoverFlb,
+  type HandoverView,
+  type LiveUpdateStats,
+  type TraceEvent,
+  type TraceFile,
+} from "./liveupdate/index.js";
+export {
+  MACHINE,
+  KERNEL_CONTEXT,
+  KHO,
+  KHO_INCOMING,
+  LIVE_UPDATE,
+  definePlugin,
+  type PluginContext,
+  type Plugin,
+  type PluginSpec,
+} from "./plugin/index.js";
+export { Kernel, type BootOptions, type KexecOptions, type KexecSaveOptions } from "./system/index.js";
+export {
+  inspectHandover,
+  formatHandoverReport,
+  handoverReportJson,
+  type HandoverReport,
+} from "./inspect/index.js";

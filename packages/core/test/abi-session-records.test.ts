@@ -4,16 +4,8 @@
 // holes never hold more than half of the used slots plus one block; unseal restores the bytes.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import {
-  Kho,
-  Machine,
-  PAGE_SIZE,
-  SESSION_BLOCKS,
-  SESSION_SER,
-  SessionRecords,
-  readFixedString,
-  type SessionSlot,
-} from "@luo/core";
+import { Kho, Machine, PAGE_SIZE, SESSION_BLOCKS, SESSION_SER } from "@luo/core";
+import { SessionRecords, readFixedString, type SessionSlot } from "@luo/core/internal";
 
 const BLOCK_BYTES = SESSION_BLOCKS.pages * PAGE_SIZE;
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ERRNO, KernelPanicError, LiveUpdateError, toLiveUpdateError } from "@luo/core";
+import { ERRNO, KernelPanicError, LiveUpdateError } from "@luo/core";
+import { toLiveUpdateError } from "@luo/core/internal";
 
 describe("errors", () => {
   it("carries the code, a Node-style negative errno and the message", () => {

@@ -251,7 +251,7 @@ describe("boot", () => {
     for (const n of ["e1", "e2", "e3"]) await w.dev.createSession(n);
     w.dev.close();
     const { kernel: k2, dev } = await kexecOpen(w.kernel);
-    expect([...k2.liveupdate.incoming.values()].map((s) => s.name)).toEqual(["e1", "e2", "e3"]);
+    expect([...k2.liveupdate.incomingSessions.values()].map((s) => s.name)).toEqual(["e1", "e2", "e3"]);
     expect(k2.incoming!.unrestoredPages).toBe(0); // nothing but the session block, freed at open
     for (const n of ["e2", "e3", "e1"]) {
       const s = await dev.retrieveSession(n);

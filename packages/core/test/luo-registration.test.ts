@@ -14,8 +14,8 @@ import {
   type FileHandlerSpec,
   type Flb,
   type FlbSpec,
-  type Registry,
 } from "@luo/core";
+import { type Registry } from "@luo/core/internal";
 import { TestControl, createTestFile, createTestFlb, createTestHandler } from "@luo/core/testing";
 import { ValueFile, bootTest, kexec, rejects, throws, utf8Length } from "./helpers/luo.js";
 
@@ -112,7 +112,7 @@ describe("file handler registration", () => {
     const s = await dev.createSession("s");
     await s.preserveFd(p.installFile(new ValueFile(5n)), 1);
     expect(
-      k.liveupdate.outgoing
+      k.liveupdate.outgoingSessions
         .get("s")!
         .files.list()
         .map((f) => f.compatible),
@@ -124,7 +124,7 @@ describe("file handler registration", () => {
     const q = k2!.spawn("q");
     const inc = await (await q.openLiveUpdate()).retrieveSession("s");
     expect(
-      k2!.liveupdate.incoming
+      k2!.liveupdate.incomingSessions
         .get("s")!
         .files.list()
         .map((f) => f.compatible),

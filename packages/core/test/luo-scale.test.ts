@@ -67,7 +67,7 @@ async function roundTrip(files: readonly number[], memory: string): Promise<Kern
   // Deserialization frees the session blocks (and only them).
   expect(before - k2.incoming!.unrestoredPages).toBe(sessionBlocks(files.length) * SESSION_BLOCK_PAGES);
   // Handover order = creation order, sessions and files alike.
-  const incoming = [...k2.liveupdate.incoming.values()];
+  const incoming = [...k2.liveupdate.incomingSessions.values()];
   expect(incoming.map((s) => s.name)).toEqual(files.map((_, s) => sname(s)));
   for (let s = 0; s < files.length; s++) {
     const list = incoming[s]!.fileCount === 0 ? [] : incoming[s]!.files.list();
@@ -144,9 +144,9 @@ describe("block boundaries across kexec", () => {
     const k2 = await kexec(k1);
     const dev2 = await k2.spawn("vmm").openLiveUpdate();
     expect(k2.liveupdate.stats().incomingSessions).toBe(818);
-    expect(k2.liveupdate.incoming.get(sname(0))).toBeUndefined();
-    expect(k2.liveupdate.incoming.get(sname(819))).toBeUndefined();
-    expect(k2.liveupdate.incoming.get(sname(818))).toBeDefined();
+    expect(k2.liveupdate.incomingSessions.get(sname(0))).toBeUndefined();
+    expect(k2.liveupdate.incomingSessions.get(sname(819))).toBeUndefined();
+    expect(k2.liveupdate.incomingSessions.get(sname(818))).toBeDefined();
     dev2.close();
   });
 
@@ -171,7 +171,7 @@ describe("block boundaries across kexec", () => {
     const dev2 = await q.openLiveUpdate();
     // 701 sessions: one session block is handed over (the second was emptied by compaction).
     expect(before - k2.incoming!.unrestoredPages).toBe(SESSION_BLOCK_PAGES);
-    expect([...k2.liveupdate.incoming.values()].map((s) => s.name)).toEqual(live.map(sname));
+    expect([...k2.liveupdate.incomingSessions.values()].map((s) => s.name)).toEqual(live.map(sname));
     for (const s of [5, 950]) {
       const h = await dev2.retrieveSession(sname(s));
       expect((q.file(await h.retrieveFd(0)) as ValueFile).value).toBe(value(s, 0));

@@ -5,7 +5,8 @@
 // Everything runs on real kernels booted on emulated machines with the test handler.
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { Machine, SESSION_BLOCKS, SessionFile } from "@luo/core";
+import { Machine, SESSION_BLOCKS } from "@luo/core";
+import { SessionFile } from "@luo/core/internal";
 import { TestFile, createTestFile } from "@luo/core/testing";
 import {
   ValueFile,
@@ -154,7 +155,9 @@ describe("session names", () => {
           }
         }
         const { proc: q, dev: dev2, kernel: k2 } = await kexecOpen(kernel);
-        expect([...k2.liveupdate.incoming.values()].map((s) => s.name)).toEqual(spec.map((s) => s.name));
+        expect([...k2.liveupdate.incomingSessions.values()].map((s) => s.name)).toEqual(
+          spec.map((s) => s.name),
+        );
         for (const [i, s] of spec.entries()) {
           const h = await dev2.retrieveSession(s.name);
           expect(await h.getName()).toBe(s.name);
@@ -251,10 +254,10 @@ describe("incoming sessions without files", () => {
 
     const { kernel: k2, dev: dev2 } = await kexecOpen(kernel);
     const fileSetOf = (name: string): unknown =>
-      (k2.liveupdate.incoming.get(name) as unknown as { fileSet: unknown }).fileSet;
+      (k2.liveupdate.incomingSessions.get(name) as unknown as { fileSet: unknown }).fileSet;
     expect(fileSetOf("empty")).toBeUndefined();
     expect(fileSetOf("full")).toBeDefined();
-    expect(k2.liveupdate.incoming.get("empty")!.fileCount).toBe(0);
+    expect(k2.liveupdate.incomingSessions.get("empty")!.fileCount).toBe(0);
     const inc = await dev2.retrieveSession("empty");
     await rejects(inc.retrieveFd(1), "ENOENT");
     await inc.finish();

@@ -56,7 +56,6 @@ import {
   defineFileHandler,
   defineFlb,
   definePlugin,
-  heldLocks,
   type ErrnoCode,
   type FileHandler,
   type Flb,
@@ -64,8 +63,8 @@ import {
   type KernelFile,
   type Plugin,
   type Process,
-  type Session,
 } from "@luo/core";
+import { heldLocks, type Session } from "@luo/core/internal";
 import { TestFile, createTestFile, testHandlerPlugin } from "@luo/core/testing";
 import { assertHierarchy, chainHasCode } from "./helpers/faults.js";
 import { dec, enc, rejects } from "./helpers/luo.js";
@@ -634,7 +633,7 @@ async function checkHandover(next: Kernel, kit: RaceKit, model: Model, problems:
   const luo = next.liveupdate;
   const q = next.spawn("verify");
   await q.openLiveUpdate();
-  const got = new Map([...luo.incoming.values()].map((s) => [s.name, s] as const));
+  const got = new Map([...luo.incomingSessions.values()].map((s) => [s.name, s] as const));
   const names = (m: Iterable<string>) => [...m].sort().join(",");
   if (names(got.keys()) !== names(model.keys()))
     problems.push(`handover sessions [${names(got.keys())}] != committed [${names(model.keys())}]`);
@@ -837,7 +836,7 @@ async function retryAfterFailedReboot(run: Run, proc: Process): Promise<Kernel> 
     await drive(rig, op.promise, op.label);
   };
   for (const name of model.keys()) {
-    const sess = luo.outgoing.get(name);
+    const sess = luo.outgoingSessions.get(name);
     if (sess) await preserveFresh(name, sess);
     else problems.push(`committed session ${name} is not in the outgoing list`);
   }

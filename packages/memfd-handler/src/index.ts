@@ -9,7 +9,6 @@
  *
  * @packageDocumentation
  */
-import "reflect-metadata";
 
 export * from "./seals.js";
 export * from "./memfd/fs.js";

@@ -336,7 +336,7 @@ describe("memfd-v2 live update", () => {
     p.fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL);
     p.lseek(fd, 5, SEEK_SET);
     await s.preserveFd(fd, 1n);
-    const lf = k1.kernel.liveupdate.outgoing.get("a")!.files.get(1n)!;
+    const lf = k1.kernel.liveupdate.handingOver().sessions[0]!.files[0]!;
     expect(lf.compatible).toBe(MEMFD_LUO_COMPATIBLE);
     const ser = lf.data;
     expect(machine.readU64(ser + BigInt(MEMFD_LUO_SER.pos))).toBe(5n);

@@ -3,55 +3,81 @@
  * The `luo` command line.
  *
  *   luo inspect <machine-image> [--json] [--dtb <dir>]
+ *   luo --help
  *
  * Loads a machine image written by `kernel.kexec({ saveTo })`, validates the pending handover as
  * the next kernel would, and prints it: live-update number, sessions with their files
  * (compatible, token, data), FLBs and the preserved page count. `--json` prints machine-readable
- * output; `--dtb <dir>` also writes every FDT blob (`kho-root.dtb`, `luo.dtb`) for `dtc`.
- * Exit status: 0 on success, 1 with the error (e.g. the kernel panic message) on a corrupt or
- * unreadable image, 2 on bad usage.
+ * output (only the JSON document goes to stdout, so it can be piped to `jq`); `--dtb <dir>` also
+ * writes every FDT blob (`kho-root.dtb`, `luo.dtb`) for `dtc`. Arguments are parsed with
+ * `node:util` `parseArgs`; a leading `--` (as `pnpm run luo -- …` passes it) is ignored.
+ * Exit status: 0 on success and for `--help`, 1 with the error (e.g. the kernel panic message)
+ * on a corrupt or unreadable image, 2 on bad usage (unknown option, missing image).
  *
  * @module
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { Machine } from "../machine/index.js";
 import { formatHandoverReport, handoverReportJson, inspectHandover } from "../inspect/index.js";
 
-const USAGE = "usage: luo inspect <machine-image> [--json] [--dtb <dir>]";
+const USAGE_LINES = `usage: luo inspect <machine-image> [--json] [--dtb <dir>]
+       luo --help`;
+
+const USAGE = `${USAGE_LINES}
+
+Validates the live-update handover pending in a machine image (written by
+kernel.kexec({ saveTo })) as the next kernel would, and prints it.
+
+  --json        print the report as JSON (only JSON on stdout)
+  --dtb <dir>   also write every FDT blob of the handover to <dir> (for dtc)
+  -h, --help    print this help and exit`;
+
+/** Bad usage: exit status 2 with the message and the usage lines on stderr. */
+function usageError(message: string): number {
+  console.error(`luo: ${message}\n${USAGE_LINES}`);
+  return 2;
+}
 
 async function main(argv: string[]): Promise<number> {
-  const args = argv[0] === "--" ? argv.slice(1) : argv;
-  if (args[0] !== "inspect") {
-    console.error(USAGE);
-    return 2;
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv[0] === "--" ? argv.slice(1) : argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        json: { type: "boolean" },
+        dtb: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    // parseArgs reports unknown options and missing option values as ERR_PARSE_ARGS_* errors.
+    return usageError(e instanceof Error ? e.message : String(e));
   }
-  let image: string | undefined;
-  let json = false;
-  let dtbDir: string | undefined;
-  for (let i = 1; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--json") json = true;
-    else if (a === "--dtb") dtbDir = args[++i];
-    else if (!a.startsWith("-") && image === undefined) image = a;
-    else {
-      console.error(`luo: unexpected argument ${a}\n${USAGE}`);
-      return 2;
-    }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
   }
-  if (image === undefined || (args.includes("--dtb") && dtbDir === undefined)) {
-    console.error(USAGE);
-    return 2;
-  }
+  const [command, image, ...extra] = positionals;
+  if (command === undefined) return usageError("missing command");
+  if (command !== "inspect") return usageError(`unknown command ${JSON.stringify(command)}`);
+  if (image === undefined) return usageError("inspect needs a machine image");
+  if (extra.length > 0) return usageError(`unexpected argument ${JSON.stringify(extra[0])}`);
   try {
     const machine = await Machine.load(image);
     const report = inspectHandover(machine);
-    if (dtbDir !== undefined) {
-      await mkdir(dtbDir, { recursive: true });
+    if (values.dtb !== undefined) {
+      await mkdir(values.dtb, { recursive: true });
       for (const [name, blob] of Object.entries(report.blobs))
-        await writeFile(join(dtbDir, `${name}.dtb`), blob);
+        await writeFile(join(values.dtb, `${name}.dtb`), blob);
     }
-    console.log(json ? JSON.stringify(handoverReportJson(report), null, 2) : formatHandoverReport(report));
+    console.log(
+      values.json ? JSON.stringify(handoverReportJson(report), null, 2) : formatHandoverReport(report),
+    );
     return 0;
   } catch (e) {
     console.error(`luo inspect: ${e instanceof Error ? e.message : String(e)}`);

@@ -3,4 +3,4 @@
  *
  * @module
  */
-export * from "./inspect.js";
+export { inspectHandover, formatHandoverReport, handoverReportJson, type HandoverReport } from "./inspect.js";

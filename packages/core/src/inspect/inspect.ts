@@ -15,49 +15,19 @@ import { KhoIncoming } from "../kho/index.js";
 import { LUO_KHO_NAME, readLuoHandover } from "../abi/index.js";
 import { hex } from "../machine/hex.js";
 import type { Machine } from "../machine/index.js";
+import type { HandoverView } from "../liveupdate/index.js";
 
-/** One file of an inspected session. */
-export interface InspectedFile {
-  /** Handler compatible. */
-  readonly compatible: string;
-  /** User token. */
-  readonly token: bigint;
-  /** Handler data. */
-  readonly data: bigint;
-}
-
-/** One inspected session. */
-export interface InspectedSession {
-  /** Session name. */
-  readonly name: string;
-  /** Files in preservation order. */
-  readonly files: readonly InspectedFile[];
-}
-
-/** One inspected FLB. */
-export interface InspectedFlb {
-  /** FLB compatible. */
-  readonly compatible: string;
-  /** FLB data. */
-  readonly data: bigint;
-  /** Number of dependent files. */
-  readonly count: bigint;
-}
-
-/** Everything a handover carries, as `luo inspect` reports it. */
-export interface HandoverReport {
+/**
+ * Everything a handover carries, as `luo inspect` reports it: the sessions, files and FLBs of
+ * {@link HandoverView} plus the KHO facts and the raw blobs.
+ */
+export interface HandoverReport extends HandoverView {
   /** Physical address of the KHO root FDT. */
   readonly khoRoot: bigint;
   /** Subtree names published in the KHO root. */
   readonly subtrees: readonly string[];
   /** Pages marked preserved on the machine. */
   readonly preservedPages: number;
-  /** Live-update number the next kernel will report. */
-  readonly liveupdateNumber: bigint;
-  /** Sessions in creation order. */
-  readonly sessions: readonly InspectedSession[];
-  /** FLBs in registration order. */
-  readonly flbs: readonly InspectedFlb[];
   /** Raw FDT blobs by name (`kho-root`, `luo`). */
   readonly blobs: Readonly<Record<string, Uint8Array>>;
 }

@@ -3,6 +3,14 @@
  *
  * @module
  */
-export * from "./file.js";
-export * from "./context.js";
-export * from "./process.js";
+export {
+  SEEK_SET,
+  SEEK_CUR,
+  SEEK_END,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  allocInode,
+  KernelFile,
+} from "./file.js";
+export { KernelContext, type DeviceOpener } from "./context.js";
+export { F_ADD_SEALS, F_GET_SEALS, MAX_FILE_OFFSET, Process } from "./process.js";

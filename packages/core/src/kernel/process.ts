@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { LiveUpdateError } from "../errors.js";
+import { describeValue, LiveUpdateError } from "../errors.js";
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SEEK_CUR, SEEK_END, SEEK_SET } from "./file.js";
 import type { KernelFile } from "./file.js";
 import type { KernelContext } from "./context.js";
@@ -22,9 +22,15 @@ export const F_GET_SEALS = 1034;
 /** Largest file offset accepted by the syscalls (fits a JS safe integer). */
 export const MAX_FILE_OFFSET = 2 ** 52;
 
-function checkOffset(value: number, what: string): void {
-  if (!Number.isSafeInteger(value) || value < 0 || value > MAX_FILE_OFFSET) {
-    throw new LiveUpdateError("EINVAL", `${what} ${value} is not a valid non-negative offset`);
+/** Checks a file offset or length argument of syscall `op`; `EINVAL` naming what is wrong. */
+function checkOffset(value: number, what: "offset" | "length", op: string): void {
+  if (typeof value !== "number")
+    throw new LiveUpdateError("EINVAL", `${op}: ${what} is ${describeValue(value)}, not a number`);
+  if (!Number.isInteger(value))
+    throw new LiveUpdateError("EINVAL", `${op}: ${what} ${value} is not an integer`);
+  if (value < 0) throw new LiveUpdateError("EINVAL", `${op}: ${what} ${value} is negative`);
+  if (value > MAX_FILE_OFFSET) {
+    throw new LiveUpdateError("EINVAL", `${op}: ${what} ${value} is beyond the largest file offset 2^52`);
   }
 }
 
@@ -92,7 +98,7 @@ export class Process {
   /** Reads up to `length` bytes at the file position and advances it. */
   read(fd: number, length: number): Uint8Array {
     const f = this.file(fd);
-    checkOffset(length, "length");
+    checkOffset(length, "length", "read");
     const out = f.readAt(f.pos, length);
     f.pos += out.length;
     return out;
@@ -109,15 +115,15 @@ export class Process {
   /** Reads up to `length` bytes at `offset` without moving the position. */
   pread(fd: number, length: number, offset: number): Uint8Array {
     const f = this.file(fd);
-    checkOffset(length, "length");
-    checkOffset(offset, "offset");
+    checkOffset(length, "length", "pread");
+    checkOffset(offset, "offset", "pread");
     return f.readAt(offset, length);
   }
 
   /** Writes `data` at `offset` without moving the position; returns bytes written. */
   pwrite(fd: number, data: Uint8Array, offset: number): number {
     const f = this.file(fd);
-    checkOffset(offset, "offset");
+    checkOffset(offset, "offset", "pwrite");
     return f.writeAt(offset, data);
   }
 
@@ -141,15 +147,15 @@ export class Process {
   /** Sets the file size. */
   ftruncate(fd: number, length: number): void {
     const f = this.file(fd);
-    checkOffset(length, "length");
+    checkOffset(length, "length", "ftruncate");
     f.truncate(length);
   }
 
   /** Allocates (or with `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`, punches) a range. */
   fallocate(fd: number, mode: number, offset: number, length: number): void {
     const f = this.file(fd);
-    checkOffset(offset, "offset");
-    checkOffset(length, "length");
+    checkOffset(offset, "offset", "fallocate");
+    checkOffset(length, "length", "fallocate");
     if (length === 0) throw new LiveUpdateError("EINVAL", `fallocate: zero length on fd ${fd}`);
     if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) {
       throw new LiveUpdateError("EOPNOTSUPP", `fallocate: unsupported mode 0x${mode.toString(16)}`);

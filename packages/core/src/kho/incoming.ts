@@ -21,6 +21,7 @@ import {
   peekFdtHeader,
 } from "../fdt/index.js";
 import { hex } from "../machine/hex.js";
+import { viewForWrite } from "../machine/machine.js";
 import { MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, type Machine } from "../machine/index.js";
 import {
   KHO_COMPATIBLE,
@@ -244,7 +245,8 @@ export class KhoIncoming {
     }
     r.restored = true;
     this.unrestored -= 1 << r.order;
-    return { order: r.order, view: this.machine.view(phys, PAGE_SIZE << r.order) };
+    // The new owner may write: during boot the machine checkpoint saves the pages first.
+    return { order: r.order, view: viewForWrite(this.machine, phys, PAGE_SIZE << r.order) };
   }
 
   /** Restores and immediately frees a handed-over folio. Errors as {@link KhoIncoming.restore}. */

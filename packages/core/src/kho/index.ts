@@ -11,5 +11,5 @@ export {
   MAP_ENTRY_SIZE,
   MAP_HEADER_SIZE,
 } from "./format.js";
-export * from "./kho.js";
-export * from "./incoming.js";
+export { orderForSize, Kho, type PreservedBlock } from "./kho.js";
+export { KhoIncoming } from "./incoming.js";

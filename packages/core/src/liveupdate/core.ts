@@ -30,6 +30,7 @@ import { Session, SessionList, validateSessionName } from "./session.js";
 import { LevelRwLock, LockLevel } from "./locks.js";
 import { toU64 } from "./file.js";
 import type { LuoServices } from "./services.js";
+import { freezeView, type HandoverView } from "./views.js";
 
 /** What a successful freeze hands to the kexec path. */
 export interface RebootTicket {
@@ -53,22 +54,45 @@ export interface LiveUpdateStats {
 export class LiveUpdate {
   /** Typed lifecycle events. */
   readonly events: LiveUpdateEvents;
-  /** Handler and FLB registry. */
+  /**
+   * Handler and FLB registry.
+   *
+   * @internal
+   */
   readonly registry: Registry;
-  /** FLB lifecycle and access. */
+  /**
+   * FLB lifecycle and access.
+   *
+   * @internal
+   */
   readonly flbs: FlbManager;
-  /** Global serialize lock (readers: session operations; writer: reboot). */
+  /**
+   * Global serialize lock (readers: session operations; writer: reboot).
+   *
+   * @internal
+   */
   readonly serializeLock = new LevelRwLock("serialize", LockLevel.Serialize);
-  /** Outgoing sessions. */
-  readonly outgoing: SessionList;
-  /** Incoming sessions. */
-  readonly incoming: SessionList;
+  /**
+   * Outgoing sessions (created in this kernel). Public code reads {@link LiveUpdate.handingOver}.
+   *
+   * @internal
+   */
+  readonly outgoingSessions: SessionList;
+  /**
+   * Incoming sessions (from the previous kernel). Public code reads {@link LiveUpdate.received}.
+   *
+   * @internal
+   */
+  readonly incomingSessions: SessionList;
   private readonly svc: LuoServices;
   private readonly abi: LuoOutgoingAbi;
   private deviceInUse = false;
   private deserialized: { error: LiveUpdateError | undefined } | undefined;
+  private receivedView: HandoverView | undefined;
 
   /**
+   * Built by the kernel at boot.
+   *
    * @param ctx - the kernel's VFS context (halt state)
    * @param services - machine, KHO and container (registries are created here)
    * @param handover - what the previous kernel handed over, if anything
@@ -81,13 +105,13 @@ export class LiveUpdate {
     this.events = new LiveUpdateEvents();
     this.flbs = new FlbManager(services.kho, services.incoming, handover?.flbs, this.events);
     this.abi = LuoOutgoingAbi.setup(services.kho);
-    this.outgoing = new SessionList("outgoing", this.abi.sessions);
-    this.incoming = new SessionList("incoming");
+    this.outgoingSessions = new SessionList("outgoing", this.abi.sessions);
+    this.incomingSessions = new SessionList("incoming");
     this.registry = new Registry(
       {
-        incomingLock: this.incoming.lock,
-        outgoingLock: this.outgoing.lock,
-        sessionCounts: () => ({ incoming: this.incoming.size, outgoing: this.outgoing.size }),
+        incomingLock: this.incomingSessions.lock,
+        outgoingLock: this.outgoingSessions.lock,
+        sessionCounts: () => ({ incoming: this.incomingSessions.size, outgoing: this.outgoingSessions.size }),
       },
       this.flbs,
     );
@@ -100,8 +124,8 @@ export class LiveUpdate {
     };
     ctx.onHalt((e) => {
       this.serializeLock.halt(e);
-      this.incoming.lock.halt(e);
-      this.outgoing.lock.halt(e);
+      this.incomingSessions.lock.halt(e);
+      this.outgoingSessions.lock.halt(e);
     });
   }
 
@@ -113,15 +137,51 @@ export class LiveUpdate {
   /** Session and ownership counts. */
   stats(): LiveUpdateStats {
     return {
-      outgoingSessions: this.outgoing.size,
-      incomingSessions: this.incoming.size,
+      outgoingSessions: this.outgoingSessions.size,
+      incomingSessions: this.incomingSessions.size,
       ownedFiles: this.svc.ids.size,
     };
   }
 
+  /**
+   * What this kernel received from the previous one: every session with its files' compatible,
+   * token and data, and every FLB with its compatible, data and count, as the handover recorded
+   * them (empty on a cold boot). A frozen snapshot taken once: retrieving, finishing or closing
+   * sessions does not change it.
+   */
+  get received(): HandoverView {
+    if (!this.receivedView) {
+      const h = this.handover;
+      this.receivedView = freezeView(h?.liveupdateNumber ?? 0n, h?.sessions ?? [], h?.flbs ?? []);
+    }
+    return this.receivedView;
+  }
+
+  /**
+   * What this kernel would hand to the next one if it rebooted now: every outgoing session (empty
+   * ones too) with its files, and every FLB that has dependent files. A frozen snapshot; a
+   * handler's `freeze` may still change a file's `data` at reboot (taken after a failed or
+   * aborted reboot it shows the state the kernel returned to).
+   */
+  handingOver(): HandoverView {
+    const sessions = Array.from(this.outgoingSessions.values(), (s) => ({
+      name: s.name,
+      files: s.fileCount > 0 ? s.files.list() : [],
+    }));
+    const flbs = this.flbs
+      .registered()
+      .filter((st) => st.outCount > 0)
+      .map((st) => ({ compatible: st.flb.compatible, data: st.outData, count: BigInt(st.outCount) }));
+    return freezeView(BigInt.asUintN(64, this.liveupdateNumber + 1n), sessions, flbs);
+  }
+
   // ---- /dev/liveupdate -------------------------------------------------------------------
 
-  /** Exclusive open of /dev/liveupdate: `EBUSY` if open, `EIO` if deserialization failed. */
+  /**
+   * Exclusive open of /dev/liveupdate: `EBUSY` if open, `EIO` if deserialization failed.
+   *
+   * @internal
+   */
   async openDevice(): Promise<void> {
     this.ctx.assertRunning();
     if (this.deviceInUse) throw new LiveUpdateError("EBUSY", "/dev/liveupdate is already open");
@@ -139,7 +199,11 @@ export class LiveUpdate {
     }
   }
 
-  /** Release of /dev/liveupdate: sessions are unaffected. */
+  /**
+   * Release of /dev/liveupdate: sessions are unaffected.
+   *
+   * @internal
+   */
   closeDevice(): void {
     this.deviceInUse = false;
   }
@@ -154,10 +218,10 @@ export class LiveUpdate {
     });
     let error: LiveUpdateError | undefined;
     try {
-      await this.incoming.lock.write(() => {
+      await this.incomingSessions.lock.write(() => {
         for (const rec of h.sessions) {
           const s = new Session(this.svc, rec.name, "incoming");
-          this.incoming.insert(s);
+          this.incomingSessions.insert(s);
           if (rec.files.length === 0) continue; // the file set is created on first use
           try {
             s.files.deserialize(rec.files, rec.fileBlocks);
@@ -176,27 +240,35 @@ export class LiveUpdate {
 
   // ---- sessions ----------------------------------------------------------------------------
 
-  /** CREATE_SESSION. `EINVAL` bad name, `EEXIST` duplicate, `ENOSPC`/`ENOMEM` no room. */
+  /**
+   * CREATE_SESSION. `EINVAL` bad name, `EEXIST` duplicate, `ENOSPC`/`ENOMEM` no room.
+   *
+   * @internal
+   */
   async createSession(name: string): Promise<Session> {
     this.ctx.assertRunning();
     validateSessionName(name);
     return this.serializeLock.read(() =>
-      this.outgoing.lock.write(() => {
+      this.outgoingSessions.lock.write(() => {
         const s = new Session(this.svc, name, "outgoing");
-        this.outgoing.insert(s);
+        this.outgoingSessions.insert(s);
         this.events.emitEvent("session:created", { session: name });
         return s;
       }),
     );
   }
 
-  /** RETRIEVE_SESSION. `ENOENT` unknown, `EINVAL` already retrieved (or stuck). */
+  /**
+   * RETRIEVE_SESSION. `ENOENT` unknown, `EINVAL` already retrieved (or stuck).
+   *
+   * @internal
+   */
   async retrieveSession(name: string): Promise<Session> {
     this.ctx.assertRunning();
     if (typeof name !== "string") throw new LiveUpdateError("EINVAL", "session name must be a string");
     return this.serializeLock.read(() =>
-      this.incoming.lock.read(async () => {
-        const s = this.incoming.get(name);
+      this.incomingSessions.lock.read(async () => {
+        const s = this.incomingSessions.get(name);
         if (!s) throw new LiveUpdateError("ENOENT", `no incoming session named "${name}"`);
         return s.mutex.lock(() => {
           if (s.retrieved)
@@ -225,7 +297,11 @@ export class LiveUpdate {
     }
   }
 
-  /** PRESERVE_FD. Errors in SPEC §2.3 order: `EINVAL` (kind/token), `EEXIST`, `EBADF`, `ENOENT`, `EBUSY`. */
+  /**
+   * PRESERVE_FD. Errors in SPEC §2.3 order: `EINVAL` (kind/token), `EEXIST`, `EBADF`, `ENOENT`, `EBUSY`.
+   *
+   * @internal
+   */
   async preserveFd(s: Session, proc: Process, fd: number, token: bigint | number): Promise<void> {
     this.ctx.assertRunning();
     const t = toU64(token, "token");
@@ -234,12 +310,16 @@ export class LiveUpdate {
       await s.mutex.lock(async () => {
         this.requireOpen(s);
         await s.files.preserve(proc, fd, t);
-        this.outgoing.noteFiles(s);
+        this.outgoingSessions.noteFiles(s);
       });
     });
   }
 
-  /** RETRIEVE_FD: the file for `token` (a new reference). `EINVAL` kind, `ENOENT`, sticky errors. */
+  /**
+   * RETRIEVE_FD: the file for `token` (a new reference). `EINVAL` kind, `ENOENT`, sticky errors.
+   *
+   * @internal
+   */
   async retrieveFile(s: Session, token: bigint | number) {
     this.ctx.assertRunning();
     const t = toU64(token, "token");
@@ -252,7 +332,11 @@ export class LiveUpdate {
     });
   }
 
-  /** FINISH. `EINVAL` kind, `EBUSY` veto (nothing changes). Idempotent. */
+  /**
+   * FINISH. `EINVAL` kind, `EBUSY` veto (nothing changes). Idempotent.
+   *
+   * @internal
+   */
   async finish(s: Session): Promise<void> {
     this.ctx.assertRunning();
     await this.serializeLock.read(async () => {
@@ -266,7 +350,11 @@ export class LiveUpdate {
     });
   }
 
-  /** GET_NAME (any session kind). */
+  /**
+   * GET_NAME (any session kind).
+   *
+   * @internal
+   */
   async getName(s: Session): Promise<string> {
     this.ctx.assertRunning();
     return this.serializeLock.read(() => s.name);
@@ -275,6 +363,8 @@ export class LiveUpdate {
   /**
    * Session fd release. Outgoing: unpreserve LIFO and remove (cannot fail). Incoming: implicit
    * FINISH; a veto leaves the session stuck (`EBUSY`).
+   *
+   * @internal
    */
   async releaseSession(s: Session): Promise<void> {
     this.ctx.assertRunning();
@@ -297,7 +387,7 @@ export class LiveUpdate {
           throw e;
         }
       });
-      const list = s.kind === "outgoing" ? this.outgoing : this.incoming;
+      const list = s.kind === "outgoing" ? this.outgoingSessions : this.incomingSessions;
       await list.lock.write(() => list.remove(s));
       s.state = "closed";
       this.events.emitEvent("session:closed", { session: s.name, kind: s.kind });
@@ -313,10 +403,14 @@ export class LiveUpdate {
     }
   }
 
-  /** Freezes and serializes every outgoing session (see the module comment). */
+  /**
+   * Freezes and serializes every outgoing session (see the module comment).
+   *
+   * @internal
+   */
   async prepareReboot(): Promise<RebootTicket> {
     this.ctx.assertRunning();
-    this.events.emitEvent("reboot:started", { sessions: this.outgoing.size });
+    this.events.emitEvent("reboot:started", { sessions: this.outgoingSessions.size });
     const w = await this.serializeLock.acquireWrite();
     /** Sessions frozen so far (those with files, in creation order) and their record fields. */
     const frozen: Session[] = [];
@@ -324,7 +418,7 @@ export class LiveUpdate {
     /** Undoes everything below and lets session operations run again. */
     const rollback = async (error: LiveUpdateError): Promise<void> => {
       if (frozen.length > 0)
-        await w.inside(() => this.outgoing.lock.write(() => this.unfreezeSessions(frozen)));
+        await w.inside(() => this.outgoingSessions.lock.write(() => this.unfreezeSessions(frozen)));
       this.abi.sessions.unseal(fields);
       this.abi.clear();
       w.release();
@@ -332,11 +426,11 @@ export class LiveUpdate {
     };
     try {
       await w.inside(() =>
-        this.outgoing.lock.write(async () => {
+        this.outgoingSessions.lock.write(async () => {
           // Every session's name is already in its record (written at creation) and an empty
           // session has nothing to freeze, so the work here grows with files, not sessions.
           try {
-            for (const s of this.outgoing.withFiles()) {
+            for (const s of this.outgoingSessions.withFiles()) {
               await s.mutex.lock(() => s.files.freeze());
               frozen.push(s);
             }
@@ -353,7 +447,7 @@ export class LiveUpdate {
       this.abi.writeFlbs(flbs);
       this.abi.writeFdt(BigInt.asUintN(64, this.liveupdateNumber + 1n)); // u64 arithmetic wraps, as in the kernel
       const files = fields.reduce((n, f) => n + f.fileCount, 0);
-      const stats = { sessions: this.outgoing.size, files, flbs: flbs.length };
+      const stats = { sessions: this.outgoingSessions.size, files, flbs: flbs.length };
       return {
         commit: () => this.events.emitEvent("reboot:done", stats),
         abort: rollback,

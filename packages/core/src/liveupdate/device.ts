@@ -64,7 +64,8 @@ export class SessionFile extends KernelFile {
   protected override release(): void {
     const p = this.luo.releaseSession(this.session);
     p.catch((e: unknown) => {
-      if (e instanceof LiveUpdateError && e.code !== "ESHUTDOWN") this.luo.events.warn(e);
+      if (!(e instanceof LiveUpdateError && e.code === "ESHUTDOWN"))
+        this.luo.events.warn(e, `releasing session "${this.session.name}"`);
     });
     this.releaseDone = p;
   }

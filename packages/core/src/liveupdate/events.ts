@@ -4,6 +4,8 @@
  * Every event carries `time` (milliseconds since the epoch, sub-millisecond precision) and the
  * kernel's live-update number. Listeners must be synchronous (an emitter cannot await them); a
  * throwing listener is isolated and reported as a `warning` so it cannot break the orchestrator.
+ * The `warning` payload's `error` is always a `LiveUpdateError`: anything else (a listener's
+ * plain `Error`, a callback's string) is wrapped as `EIO` with the original as `cause`.
  * {@link LiveUpdateEvents.emitEvent} returns at once when nobody listens (no timestamp, no copy).
  * The per-file call sites also test {@link LiveUpdateEvents.listening} first, so they do not even
  * build the payload; the session, FLB and reboot events (rarer) build theirs unconditionally.
@@ -11,7 +13,7 @@
  * @module
  */
 import { EventEmitter } from "eventemitter3";
-import type { LiveUpdateError } from "../errors.js";
+import { toLiveUpdateError, type LiveUpdateError } from "../errors.js";
 
 /** Fields common to every event. */
 export interface EventBase {
@@ -97,13 +99,20 @@ export class LiveUpdateEvents extends EventEmitter<LiveUpdateEventMap> {
       try {
         (fn as (e: typeof event) => void)(event);
       } catch (e) {
-        if (name !== "warning") this.warn(e as LiveUpdateError);
+        if (name !== "warning") this.warn(e, `"${name}" event listener`);
       }
     }
   }
 
-  /** Reports a failure that cannot be returned to a caller (teardown paths). */
-  warn(error: LiveUpdateError): void {
-    this.emitEvent("warning", { error });
+  /**
+   * Reports a failure that cannot be returned to a caller (teardown paths) as a `warning`. A
+   * `LiveUpdateError` is passed on as is; anything else becomes `EIO` naming `context`, with
+   * `cause`.
+   *
+   * @param error - what was thrown
+   * @param context - who threw it, for the message of a wrapped error
+   */
+  warn(error: unknown, context = "a callback"): void {
+    this.emitEvent("warning", { error: toLiveUpdateError(error, context) });
   }
 }

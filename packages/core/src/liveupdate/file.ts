@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { LiveUpdateError, toLiveUpdateError } from "../errors.js";
+import { describeValue, LiveUpdateError, toLiveUpdateError } from "../errors.js";
 import { KernelFile, type Process } from "../kernel/index.js";
 import { BlockChain, FILE_BLOCKS, FILE_SER, type IncomingFileRecord } from "../abi/index.js";
 import type { DependencyContainer } from "tsyringe";
@@ -78,15 +78,28 @@ export class LuoFile {
   }
 }
 
-/** Converts a public token argument to a u64 bigint (`EINVAL` if negative, unsafe or too big). */
+/**
+ * Converts a public token argument to a u64 bigint. `EINVAL` for anything else: a value that is
+ * neither a bigint nor a number (named with its type), a number that is not a safe integer (use a
+ * bigint), a negative value, or a bigint of 2^64 or more.
+ */
 export function toU64(value: bigint | number, what: string): bigint {
   if (typeof value === "number") {
-    if (!Number.isSafeInteger(value) || value < 0)
-      throw new LiveUpdateError("EINVAL", `${what} ${value} is not a u64`);
+    if (!Number.isInteger(value)) throw new LiveUpdateError("EINVAL", `${what} ${value} is not an integer`);
+    if (value < 0) throw new LiveUpdateError("EINVAL", `${what} ${value} is negative, not a u64`);
+    if (!Number.isSafeInteger(value)) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${what} ${value} is not a safe integer (above 2^53 - 1); pass it as a bigint`,
+      );
+    }
     return BigInt(value);
   }
-  if (typeof value !== "bigint" || value < 0n || value >= 1n << 64n) {
-    throw new LiveUpdateError("EINVAL", `${what} ${String(value)} is not a u64`);
+  if (typeof value !== "bigint") {
+    throw new LiveUpdateError("EINVAL", `${what} is ${describeValue(value)}, not a bigint or a number`);
+  }
+  if (value < 0n || value >= 1n << 64n) {
+    throw new LiveUpdateError("EINVAL", `${what} ${value} is not a u64 (0 to 2^64 - 1)`);
   }
   return value;
 }

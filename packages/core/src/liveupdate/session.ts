@@ -136,10 +136,7 @@ export class SessionList {
    */
   insert(session: Session): void {
     if (this.sessions.has(session.name)) {
-      throw new LiveUpdateError(
-        "EEXIST",
-        `${this.kind === "incoming" ? "an" : "a"} ${this.kind} session named "${session.name}" already exists`,
-      );
+      throw new LiveUpdateError("EEXIST", `an ${this.kind} session named "${session.name}" already exists`);
     }
     if (this.records) session.slot = this.records.add(session.name);
     this.sessions.set(session.name, session);

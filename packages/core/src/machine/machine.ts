@@ -2,8 +2,9 @@
 // buddy page allocator, preserved-page marks, checked physical memory access, the kexec scrub,
 // allocator rebuild for the next kernel, the KHO root pointer, and machine image save/load.
 
-import { ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
+import { describeValue, ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
 import { DEFAULT_RAM_BASE, MAX_ORDER, MAX_ORDER_BYTES, PAGE_SIZE, PHYS_ADDR_LIMIT } from "./constants.js";
+import { PageSnapshot, type CheckpointState, type MachineCheckpoint } from "./checkpoint.js";
 import { hex } from "./hex.js";
 import { readMachineImage, writeMachineImage, type ImageBlock } from "./image.js";
 import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
@@ -59,19 +60,29 @@ export interface MachineSaveOptions {
 const BIG_PAGE_SIZE = BigInt(PAGE_SIZE);
 const U64_LIMIT = 1n << 64n;
 
+/** An address for messages: hex for a bigint, else what it is (`a string "0x1000"`). */
 function physName(phys: unknown): string {
-  return typeof phys === "bigint" ? hex(phys) : String(phys);
+  return typeof phys === "bigint" ? hex(phys) : describeValue(phys);
+}
+
+/** A count, order or length for messages: the number, else what it is (`a string "4"`). */
+function numName(v: unknown): string {
+  return typeof v === "number" ? String(v) : describeValue(v);
 }
 
 function checkOrder(order: unknown, what: string): number {
   if (typeof order !== "number" || !Number.isInteger(order) || order < 0 || order > MAX_ORDER) {
     throw new LiveUpdateError(
       "EINVAL",
-      `${what}: order ${String(order)} is not an integer in 0..${MAX_ORDER}`,
+      `${what}: order ${numName(order)} is not an integer in 0..${MAX_ORDER}`,
     );
   }
   return order;
 }
+
+// Set by the class's static block: module-internal access to a machine's private state.
+let openCheckpoint: (m: Machine) => MachineCheckpoint;
+let writableView: (m: Machine, phys: bigint, length: number) => Uint8Array;
 
 /**
  * The emulated machine: the only thing that survives a kexec.
@@ -105,6 +116,15 @@ export class Machine {
   readonly #contents: PageContents;
   #khoRoot = 0n;
   #generation = 0;
+  #checkpoint: CheckpointState | undefined;
+
+  static {
+    openCheckpoint = (m) => m.#openCheckpoint();
+    writableView = (m, phys, length) => {
+      const off = m.#writable(phys, length, "view");
+      return new Uint8Array(m.#ram.buffer, m.#ram.byteOffset + off, length);
+    };
+  }
 
   /**
    * Powers on a machine with all RAM free (and reading as poison).
@@ -171,9 +191,9 @@ export class Machine {
   /** RAM offset of `[phys, phys + length)`; EFAULT when outside RAM. */
   #offset(phys: bigint, length: number, what: string): number {
     if (typeof phys !== "bigint")
-      throw new LiveUpdateError("EINVAL", `${what}: address ${String(phys)} is not a bigint`);
+      throw new LiveUpdateError("EINVAL", `${what}: the address is ${describeValue(phys)}, not a bigint`);
     if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 0) {
-      throw new LiveUpdateError("EINVAL", `${what} at ${hex(phys)}: bad length ${String(length)}`);
+      throw new LiveUpdateError("EINVAL", `${what} at ${hex(phys)}: bad length ${numName(length)}`);
     }
     // RAM ends below 2^52, so Number(phys) is exact for every in-range address and any rounding
     // of larger values keeps them out of range.
@@ -202,6 +222,16 @@ export class Machine {
         "EFAULT",
         `${what}: page ${hex(this.#physOf(p))} (in ${hex(phys)}+${length}) is not allocated`,
       );
+    }
+    return off;
+  }
+
+  /** As {@link Machine.#checked}, for a write: an open checkpoint saves the pages first. */
+  #writable(phys: bigint, length: number, what: string): number {
+    const off = this.#checked(phys, length, what);
+    if (this.#checkpoint !== undefined && length > 0) {
+      const first = Math.floor(off / PAGE_SIZE);
+      this.#checkpoint.pages.beforeWrite(first, Math.floor((off + length - 1) / PAGE_SIZE) - first + 1);
     }
     return off;
   }
@@ -239,6 +269,7 @@ export class Machine {
       );
     }
     const n = 1 << order;
+    this.#checkpoint?.pages.beforeWrite(index, n);
     this.#ram.fill(0, index * PAGE_SIZE, (index + n) * PAGE_SIZE);
     this.#contents.overwrite(index, n);
     this.#generation++;
@@ -352,7 +383,7 @@ export class Machine {
     if (!Number.isSafeInteger(pages) || pages < 0) {
       throw new LiveUpdateError(
         "EINVAL",
-        `isPreservedRange at ${physName(phys)}: bad page count ${String(pages)}`,
+        `isPreservedRange at ${physName(phys)}: bad page count ${numName(pages)}`,
       );
     }
     const first = Math.floor(this.#offset(phys, 1, "isPreservedRange") / PAGE_SIZE);
@@ -387,7 +418,7 @@ export class Machine {
    *   not allocated
    */
   write(phys: bigint, bytes: Uint8Array): void {
-    const off = this.#checked(phys, bytes.length, "write");
+    const off = this.#writable(phys, bytes.length, "write");
     this.#ram.set(bytes, off);
   }
 
@@ -420,9 +451,9 @@ export class Machine {
    */
   writeU32(phys: bigint, value: number): void {
     if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
-      throw new LiveUpdateError("EINVAL", `writeU32 at ${physName(phys)}: ${value} is not a u32`);
+      throw new LiveUpdateError("EINVAL", `writeU32 at ${physName(phys)}: ${numName(value)} is not a u32`);
     }
-    this.#dv.setUint32(this.#checked(phys, 4, "writeU32"), value, true);
+    this.#dv.setUint32(this.#writable(phys, 4, "writeU32"), value, true);
   }
 
   /**
@@ -441,10 +472,19 @@ export class Machine {
    *   `EFAULT` when the 8 bytes leave RAM or are not allocated
    */
   writeU64(phys: bigint, value: bigint): void {
-    if (typeof value !== "bigint" || value < 0n || value >= U64_LIMIT) {
-      throw new LiveUpdateError("EINVAL", `writeU64 at ${physName(phys)}: ${String(value)} is not a u64`);
+    if (typeof value !== "bigint") {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `writeU64 at ${physName(phys)}: the value is ${describeValue(value)}, not a bigint`,
+      );
     }
-    this.#dv.setBigUint64(this.#checked(phys, 8, "writeU64"), value, true);
+    if (value < 0n || value >= U64_LIMIT) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `writeU64 at ${physName(phys)}: ${value} is not a u64 (0 to 2^64 - 1)`,
+      );
+    }
+    this.#dv.setBigUint64(this.#writable(phys, 8, "writeU64"), value, true);
   }
 
   /**
@@ -453,7 +493,7 @@ export class Machine {
    * @throws {@link LiveUpdateError} `EFAULT` when the range leaves RAM or is not allocated
    */
   zero(phys: bigint, length: number): void {
-    const off = this.#checked(phys, length, "zero");
+    const off = this.#writable(phys, length, "zero");
     this.#ram.fill(0, off, off + length);
   }
 
@@ -464,7 +504,7 @@ export class Machine {
    */
   copy(dstPhys: bigint, srcPhys: bigint, length: number): void {
     const src = this.#checked(srcPhys, length, "copy source");
-    const dst = this.#checked(dstPhys, length, "copy destination");
+    const dst = this.#writable(dstPhys, length, "copy destination");
     this.#ram.copyWithin(dst, src, src + length);
   }
 
@@ -490,8 +530,11 @@ export class Machine {
    * since the previous scrub, not to the size of RAM.
    *
    * @returns the number of pages that were poisoned
+   * @throws {@link LiveUpdateError} `EBUSY` while a kernel is booting on the machine
    */
   scrub(): number {
+    if (this.#checkpoint !== undefined)
+      throw new LiveUpdateError("EBUSY", "scrub: a kernel is booting on this machine");
     this.#alloc.releaseUnpreserved();
     this.#generation++;
     return this.#contents.scrub(this.#alloc.flags, PG_PRESERVED);
@@ -630,17 +673,70 @@ export class Machine {
       return { machine: m, ram: m.#ram };
     });
     const m = target.machine;
-    m.#alloc.reset(blocks.map((b) => [b.index, b.order] as const));
-    for (const b of blocks) {
-      const n = 1 << b.order;
-      m.#contents.overwrite(b.index, n);
-      if (b.preserved === "all") m.#alloc.markPreserved(b.index, n);
-      else if (b.preserved instanceof Uint8Array) {
-        for (let i = 0; i < n; i++)
-          if (b.preserved[i >> 3]! & (1 << (i & 7))) m.#alloc.markPreserved(b.index + i, 1);
-      }
-    }
+    m.#setBlocks(blocks);
+    for (const b of blocks) m.#contents.overwrite(b.index, 1 << b.order);
     m.#khoRoot = header.khoRoot;
     return m;
   }
+
+  /** Makes exactly `blocks` (ascending) allocated, with their preserved marks; contents untouched. */
+  #setBlocks(blocks: readonly ImageBlock[]): void {
+    this.#alloc.reset(blocks.map((b) => [b.index, b.order] as const));
+    for (const b of blocks) {
+      const n = 1 << b.order;
+      if (b.preserved === "all") this.#alloc.markPreserved(b.index, n);
+      else if (b.preserved instanceof Uint8Array) {
+        for (let i = 0; i < n; i++)
+          if (b.preserved[i >> 3]! & (1 << (i & 7))) this.#alloc.markPreserved(b.index + i, 1);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- boot checkpoint
+
+  #openCheckpoint(): MachineCheckpoint {
+    if (this.#checkpoint !== undefined)
+      throw new LiveUpdateError("EBUSY", "a kernel is already booting on this machine");
+    const contents = this.#contents;
+    const state: CheckpointState = {
+      khoRoot: this.#khoRoot,
+      blocks: this.#imageBlocks(false),
+      contentsMark: contents.mark(),
+      pages: new PageSnapshot(this.#ram, (p) => contents.isLive(p)),
+    };
+    this.#checkpoint = state;
+    const close = (): void => {
+      if (this.#checkpoint !== state) throw new LiveUpdateError("EINVAL", "this checkpoint is closed");
+      this.#checkpoint = undefined;
+    };
+    return {
+      commit: close,
+      rollback: () => {
+        close();
+        state.pages.restore();
+        contents.rollback(state.contentsMark);
+        this.#setBlocks(state.blocks);
+        this.#khoRoot = state.khoRoot;
+        this.#generation++;
+      },
+    };
+  }
+}
+
+/**
+ * Opens a checkpoint of `machine` (internal to the boot path, not part of the package API): until
+ * `commit()` or `rollback()`, every change to allocations, preserved marks, the KHO root and the
+ * contents of pages that held data can be undone. See checkpoint.ts for what is recorded.
+ * `EBUSY` when one is open already.
+ */
+export function openMachineCheckpoint(machine: Machine): MachineCheckpoint {
+  return openCheckpoint(machine);
+}
+
+/**
+ * `machine.view(phys, length)` for a caller about to write through the view (internal): an open
+ * checkpoint saves the pages first. KHO uses it when it hands a claimed folio to its new owner.
+ */
+export function viewForWrite(machine: Machine, phys: bigint, length: number): Uint8Array {
+  return writableView(machine, phys, length);
 }

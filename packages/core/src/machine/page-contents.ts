@@ -90,6 +90,25 @@ export class PageContents {
     return poisoned;
   }
 
+  /** True when page `pfn` holds contents (it does not read as poison). */
+  isLive(pfn: number): boolean {
+    return this.#live[pfn] === 1;
+  }
+
+  /** Height of the live-page stack; with {@link PageContents.rollback}, undoes later liveness. */
+  mark(): number {
+    return this.#top;
+  }
+
+  /**
+   * Pages that became live since `mark` (taken with {@link PageContents.mark}, no scrub in
+   * between) read as poison again. Cost is proportional to those pages.
+   */
+  rollback(mark: number): void {
+    for (let i = mark; i < this.#top; i++) this.#live[this.#stack[i]!] = 0;
+    this.#top = mark;
+  }
+
   /**
    * Copies `length` bytes at RAM offset `offset` as the machine would read them: live pages from
    * the RAM buffer, poisoned pages as {@link POISON_BYTE}.

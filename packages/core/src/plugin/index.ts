@@ -3,5 +3,5 @@
  *
  * @module
  */
-export * from "./tokens.js";
-export * from "./plugin.js";
+export { MACHINE, KERNEL_CONTEXT, KHO, KHO_INCOMING, LIVE_UPDATE } from "./tokens.js";
+export { definePlugin, orderPlugins, type PluginContext, type Plugin, type PluginSpec } from "./plugin.js";

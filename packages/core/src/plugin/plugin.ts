@@ -11,14 +11,22 @@
  * @module
  */
 import type { DependencyContainer } from "tsyringe";
-import { LiveUpdateError } from "../errors.js";
+import { describeValue, LiveUpdateError } from "../errors.js";
 import type { DeviceOpener, KernelContext } from "../kernel/index.js";
+import type { Kho, KhoIncoming } from "../kho/index.js";
+import type { Machine } from "../machine/index.js";
 import type { Awaitable, FileHandler, Flb, LiveUpdate } from "../liveupdate/index.js";
 
 /** What `register` receives. */
 export interface PluginContext {
   /** The kernel's child DI container: register your services here, never in the global one. */
   readonly container: DependencyContainer;
+  /** The machine the kernel runs on (physical memory, the page allocator). */
+  readonly machine: Machine;
+  /** The kernel's outgoing KHO: preserve pages and publish subtrees for the next kernel. */
+  readonly kho: Kho;
+  /** What the previous kernel handed over through KHO; `undefined` after a cold boot. */
+  readonly incoming: KhoIncoming | undefined;
   /** The kernel's VFS context. */
   readonly kernel: KernelContext;
   /** The kernel's orchestrator. */
@@ -55,17 +63,57 @@ export interface PluginSpec {
 
 /** Validates a plugin definition. `EINVAL` for a missing name or `register`, or bad dependencies. */
 export function definePlugin(spec: PluginSpec): Plugin {
-  if (typeof spec?.name !== "string" || spec.name.length === 0) {
-    throw new LiveUpdateError("EINVAL", "a plugin needs a non-empty name");
+  checkPlugin(spec, "definePlugin");
+  return Object.freeze({
+    name: spec.name,
+    dependencies: [...(spec.dependencies ?? [])],
+    register: spec.register,
+  });
+}
+
+/**
+ * Checks that `v` has a plugin's shape (from plain JavaScript anything can arrive): a non-empty
+ * string `name`, a `register` function, and `dependencies` absent or an array of strings.
+ * `EINVAL` naming `where` and the plugin otherwise.
+ */
+function checkPlugin(v: unknown, where: string): asserts v is PluginSpec {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new LiveUpdateError("EINVAL", `${where}: a plugin must be an object, not ${describeValue(v)}`);
+  }
+  const spec = v as Partial<PluginSpec>;
+  if (typeof spec.name !== "string" || spec.name.length === 0) {
+    throw new LiveUpdateError(
+      "EINVAL",
+      `${where}: a plugin needs a non-empty name, not ${describeValue(spec.name)}`,
+    );
   }
   if (typeof spec.register !== "function") {
-    throw new LiveUpdateError("EINVAL", `plugin "${spec.name}" has no register function`);
+    throw new LiveUpdateError("EINVAL", `${where}: plugin "${spec.name}" has no register function`);
   }
-  const dependencies = spec.dependencies ?? [];
+  const dependencies: unknown = spec.dependencies ?? [];
   if (!Array.isArray(dependencies) || dependencies.some((d) => typeof d !== "string")) {
-    throw new LiveUpdateError("EINVAL", `plugin "${spec.name}" has malformed dependencies`);
+    throw new LiveUpdateError(
+      "EINVAL",
+      `${where}: plugin "${spec.name}" has malformed dependencies (expected an array of plugin names)`,
+    );
   }
-  return Object.freeze({ name: spec.name, dependencies: [...dependencies], register: spec.register });
+}
+
+/**
+ * Validates a plugin list as passed by a caller (`boot({ plugins })`, `kexec({ plugins })`) and
+ * orders it (see {@link orderPlugins}). Nothing is registered here, so a bad list fails before
+ * anything changes. Errors: `EINVAL` (not an array, or an element without a plugin's shape),
+ * then the errors of {@link orderPlugins}.
+ */
+export function checkPlugins(plugins: unknown, where: string): Plugin[] {
+  if (!Array.isArray(plugins)) {
+    throw new LiveUpdateError(
+      "EINVAL",
+      `${where}: plugins must be an array of plugins, not ${describeValue(plugins)}`,
+    );
+  }
+  plugins.forEach((p, i) => checkPlugin(p, `${where}: plugins[${i}]`));
+  return orderPlugins(plugins as Plugin[]);
 }
 
 /**
@@ -87,7 +135,7 @@ export function orderPlugins(plugins: readonly Plugin[]): Plugin[] {
       throw new LiveUpdateError("ELOOP", `plugin dependency cycle: ${[...path, p.name].join(" → ")}`);
     }
     state.set(p.name, "visiting");
-    for (const d of p.dependencies) {
+    for (const d of p.dependencies ?? []) {
       const dep = byName.get(d);
       if (!dep)
         throw new LiveUpdateError("ENOENT", `plugin "${p.name}" depends on "${d}", which is not loaded`);

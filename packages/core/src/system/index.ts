@@ -3,5 +3,5 @@
  *
  * @module
  */
-export * from "./kernel.js";
-export * from "./boot.js";
+export { Kernel, type BootOptions, type KexecOptions, type KexecSaveOptions } from "./kernel.js";
+import "./boot.js";

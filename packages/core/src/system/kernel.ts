@@ -1,37 +1,46 @@
 /**
  * A booted kernel: the composition of machine, KHO, VFS, orchestrator and plugins, and kexec.
  *
- * Boot ({@link Kernel.boot} / `machine.boot()`): validate the incoming KHO handover from the
- * machine's root address alone and rebuild the allocator (corrupt state → `KernelPanicError`),
- * read the LUO handover, set up the outgoing handover pages, register /dev/liveupdate, then
- * register plugins in dependency order.
+ * Boot ({@link Kernel.boot} / `machine.boot()`): check the options and order the plugins (bad
+ * input → `EINVAL`, dependency errors) before anything changes; then, under a machine checkpoint,
+ * validate the incoming KHO handover from the machine's root address alone and rebuild the
+ * allocator (corrupt state → `KernelPanicError`), read the LUO handover, set up the outgoing
+ * handover pages, register /dev/liveupdate, and register plugins in dependency order. Boot is
+ * atomic: when anything before the last plugin's `register` fails, the plugins that registered
+ * are torn down in reverse and the checkpoint is rolled back, so the machine holds the same
+ * handover (KHO root, preserved pages, bytes) and a later boot with working plugins recovers
+ * every session. Once every plugin registered, the new kernel has taken over.
  *
  * kexec ({@link Kernel.kexec}): freeze and serialize (a freeze failure rejects and the kernel
  * keeps running), finalize KHO, optionally write the machine image, then scrub every
  * non-preserved page, halt this kernel (every pending or later call rejects with `ESHUTDOWN`),
  * tear plugins down in reverse, and boot the next kernel in this process — or, with `saveTo`,
- * leave it to `Machine.load(path).boot()` in another process. A failure after serialization but
- * before the handover is committed unfreezes everything and leaves this kernel usable.
+ * leave it to `Machine.load(path).boot()` in another process. Bad options (including plugins of
+ * the next kernel that are malformed or miss a dependency) are rejected before anything is
+ * frozen. A failure after serialization but before the handover is committed unfreezes
+ * everything and leaves this kernel usable. If the next kernel then fails to boot, this kernel
+ * is gone but the handover is intact in the machine: boot it again with working plugins.
  *
  * @module
  */
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
-import { KernelPanicError, LiveUpdateError, toLiveUpdateError } from "../errors.js";
+import { describeValue, KernelPanicError, LiveUpdateError, toLiveUpdateError } from "../errors.js";
 import { KernelContext, Process } from "../kernel/index.js";
 import { Kho, KhoIncoming } from "../kho/index.js";
 import { readLuoHandover } from "../abi/index.js";
 import { LiveUpdate, registerLiveUpdateDevice, type Awaitable } from "../liveupdate/index.js";
-import type { Machine } from "../machine/index.js";
+import { Machine } from "../machine/index.js";
+import { openMachineCheckpoint } from "../machine/machine.js";
 import {
   KERNEL_CONTEXT,
   KHO,
   KHO_INCOMING,
   LIVE_UPDATE,
   MACHINE,
-  orderPlugins,
   type Plugin,
   type PluginContext,
 } from "../plugin/index.js";
+import { checkPlugins } from "../plugin/plugin.js";
 
 /** Options of a boot. */
 export interface BootOptions {
@@ -39,15 +48,23 @@ export interface BootOptions {
   readonly plugins?: readonly Plugin[];
 }
 
-/** Options of {@link Kernel.kexec}. */
+/** Options of {@link Kernel.kexec} that boots the next kernel in this process. */
 export interface KexecOptions {
   /** Plugins of the next kernel (default: this kernel's), e.g. an upgraded handler set. */
   readonly plugins?: readonly Plugin[];
+  /** Not set: the next kernel boots in this process (see {@link KexecSaveOptions}). */
+  readonly saveTo?: undefined;
+}
+
+/** Options of {@link Kernel.kexec} that writes the machine image instead of booting. */
+export interface KexecSaveOptions {
   /**
    * Write the machine image here instead of booting the next kernel in this process; continue
    * with `Machine.load(path).boot(...)` (possibly in another process).
    */
-  readonly saveTo?: string;
+  readonly saveTo: string;
+  /** Ignored: the plugins are chosen by whoever boots the image. */
+  readonly plugins?: readonly Plugin[];
 }
 
 const running = new WeakMap<Machine, Kernel>();
@@ -89,34 +106,52 @@ export class Kernel {
   }
 
   /**
-   * Boots a kernel on `machine`: cold if `machine.khoRoot` is 0, else from the handover.
-   * Errors: `EBUSY` (a kernel is already running on the machine), {@link KernelPanicError}
-   * (corrupt handover), `ENOENT`/`ELOOP`/`EEXIST` (plugin dependencies), a plugin's error.
+   * Boots a kernel on `machine`: cold if `machine.khoRoot` is 0, else from the handover. Atomic:
+   * if it fails, the machine is left exactly as it was (see the module comment).
+   * Errors: `EINVAL` (not a machine, options not an object or with an unknown key, `plugins` not
+   * an array of plugins), `ENOENT`/`ELOOP`/`EEXIST` (plugin dependencies), `EBUSY` (a kernel is
+   * already running or booting on the machine), {@link KernelPanicError} (corrupt handover), a
+   * plugin's `register` error (`EIO` with `cause` unless it threw a `LiveUpdateError`).
    */
   static async boot(machine: Machine, options: BootOptions = {}): Promise<Kernel> {
+    if (!(machine instanceof Machine)) {
+      throw new LiveUpdateError("EINVAL", `boot: ${describeValue(machine)} is not a Machine`);
+    }
+    checkOptions(options, "boot", ["plugins"]);
+    const plugins = checkPlugins(options.plugins ?? [], "boot");
     if (running.has(machine))
       throw new LiveUpdateError("EBUSY", "a kernel is already running on this machine");
-    const plugins = orderPlugins(options.plugins ?? []);
-    const incoming = KhoIncoming.boot(machine);
-    const kernel = new Kernel(
-      machine,
-      rootContainer.createChildContainer(),
-      incoming,
-      plugins,
-      `kernel#${++bootCounter}`,
-    );
-    running.set(machine, kernel);
-    for (const p of plugins) {
-      try {
-        await p.register(kernel.pluginContext(p));
-      } catch (e) {
+    const checkpoint = openMachineCheckpoint(machine);
+    let kernel: Kernel | undefined;
+    try {
+      const incoming = KhoIncoming.boot(machine);
+      kernel = new Kernel(
+        machine,
+        rootContainer.createChildContainer(),
+        incoming,
+        plugins,
+        `kernel#${++bootCounter}`,
+      );
+      running.set(machine, kernel);
+      for (const p of plugins) {
+        try {
+          await p.register(kernel.pluginContext(p));
+        } catch (e) {
+          throw e instanceof KernelPanicError ? e : toLiveUpdateError(e, `plugin "${p.name}" register`);
+        }
+      }
+    } catch (e) {
+      // Unwind in reverse: the plugins that registered, the kernel, then the machine itself.
+      if (kernel) {
         await kernel.teardown();
         running.delete(machine);
         kernel.context.halt();
-        if (e instanceof KernelPanicError) throw e;
-        throw toLiveUpdateError(e, `plugin "${p.name}" register`);
       }
+      checkpoint.rollback();
+      throw toLiveUpdateError(e, "boot");
     }
+    // From here nothing can fail: the new kernel has taken over the handover.
+    checkpoint.commit();
     return kernel;
   }
 
@@ -124,6 +159,9 @@ export class Kernel {
     const luo = this.liveupdate;
     return {
       container: this.container,
+      machine: this.machine,
+      kho: this.kho,
+      incoming: this.incoming,
       kernel: this.context,
       liveupdate: luo,
       registerFileHandler: (h) => luo.registry.registerHandler(h),
@@ -150,7 +188,7 @@ export class Kernel {
   }
 
   private async teardown(): Promise<void> {
-    const errors: unknown[] = [];
+    const errors: LiveUpdateError[] = [];
     while (this.teardowns.length > 0) {
       const t = this.teardowns.pop()!;
       try {
@@ -159,7 +197,7 @@ export class Kernel {
         errors.push(toLiveUpdateError(e, `plugin "${t.name}" teardown`));
       }
     }
-    for (const e of errors) this.liveupdate.events.warn(e as LiveUpdateError);
+    for (const e of errors) this.liveupdate.events.warn(e);
   }
 
   /**
@@ -167,9 +205,26 @@ export class Kernel {
    * `undefined` with `saveTo`. Errors: `EBUSY` (a kexec is in progress), the freeze error of a
    * handler (this kernel keeps running), `ENOMEM`, the image write error (this kernel keeps
    * running), {@link KernelPanicError} if the next kernel cannot boot from the handover.
+   * `EINVAL` for malformed options and `ENOENT`/`ELOOP`/`EEXIST` for the next kernel's plugin
+   * dependencies, before anything is frozen. If the next kernel fails to boot (a plugin's
+   * `register` throws), this kernel is halted but the handover stays intact in the machine:
+   * `machine.boot({ plugins })` with working plugins recovers every session.
    */
-  async kexec(options: KexecOptions = {}): Promise<Kernel | undefined> {
+  kexec(options?: KexecOptions): Promise<Kernel>;
+  /** With `saveTo`: freeze, hand over and write the machine image; resolves to `undefined`. */
+  kexec(options: KexecSaveOptions): Promise<undefined>;
+  /** Either form, when which one is only known at run time. */
+  kexec(options: KexecOptions | KexecSaveOptions): Promise<Kernel | undefined>;
+  async kexec(options: KexecOptions | KexecSaveOptions = {}): Promise<Kernel | undefined> {
     this.context.assertRunning();
+    checkOptions(options, "kexec", ["plugins", "saveTo"]);
+    const next = options.plugins === undefined ? this.plugins : checkPlugins(options.plugins, "kexec");
+    if (options.saveTo !== undefined && (typeof options.saveTo !== "string" || options.saveTo === "")) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `kexec: saveTo must be a non-empty path string, not ${describeValue(options.saveTo)}`,
+      );
+    }
     if (this.kexecBusy) throw new LiveUpdateError("EBUSY", `a kexec of ${this.name} is already in progress`);
     this.kexecBusy = true;
     try {
@@ -192,7 +247,7 @@ export class Kernel {
       this.kexecBusy = false;
     }
     if (options.saveTo !== undefined) return undefined;
-    return Kernel.boot(this.machine, { plugins: options.plugins ?? this.plugins });
+    return Kernel.boot(this.machine, { plugins: next });
   }
 
   /** Halts the kernel without a live update (teardown in reverse; nothing is handed over). */
@@ -201,5 +256,20 @@ export class Kernel {
     this.context.halt();
     running.delete(this.machine);
     await this.teardown();
+  }
+}
+
+/** `EINVAL` unless `options` is a plain object whose keys are all in `known`. */
+function checkOptions(options: unknown, where: string, known: readonly string[]): void {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new LiveUpdateError("EINVAL", `${where}: options must be an object, not ${describeValue(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${where}: unknown option ${JSON.stringify(key)} (known: ${known.join(", ")})`,
+      );
+    }
   }
 }

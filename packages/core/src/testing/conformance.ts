@@ -367,7 +367,10 @@ class Run<S> {
 
   /** Which handler owns the outgoing file `token` of session `name` (undefined if none). */
   claimedBy(name: string, token: bigint): string | undefined {
-    return this.kernel.liveupdate.outgoing.get(name)?.files.get(token)?.compatible;
+    return this.kernel.liveupdate
+      .handingOver()
+      .sessions.find((s) => s.name === name)
+      ?.files.find((f) => f.token === token)?.compatible;
   }
 
   /** PRESERVE_FD of a subject file, checking that the subject's handler took it. */
@@ -768,7 +771,9 @@ async function stickyRetrieve<S>(run: Run<S>): Promise<void> {
   const k2 = await run.kexec();
   const { proc: q, dev: dev2 } = await run.open();
   const s2 = await dev2.retrieveSession("conf-a");
-  const lf = k2.liveupdate.incoming.get("conf-a")?.files.get(1n);
+  const lf = k2.liveupdate.received.sessions
+    .find((s) => s.name === "conf-a")
+    ?.files.find((f) => f.token === 1n);
   expect(lf, "the incoming file record").toBeDefined();
   await run.subject.corrupt!({
     kernel: k2,

@@ -1,7 +1,8 @@
 // Shared pieces of the fault-injection matrix and the race exploration: a test-handler plugin
 // whose canFinish can also *throw* (TestControl only vetoes), the call log as comparable strings,
 // error-chain walking, and the lock hierarchy as numbers for checking heldLocks() snapshots.
-import { LiveUpdateError, LockLevel, definePlugin, defineFileHandler, type ErrnoCode } from "@luo/core";
+import { LiveUpdateError, definePlugin, defineFileHandler, type ErrnoCode } from "@luo/core";
+import { LockLevel } from "@luo/core/internal";
 import type { Kernel, FileHandler, Flb } from "@luo/core";
 import {
   TestControl,

@@ -1114,7 +1114,7 @@ export async function driveMutant(
     }
     let retrieveErrors = 0;
     let files = 0;
-    const sessions = [...k.liveupdate.incoming.values()];
+    const sessions = [...k.liveupdate.incomingSessions.values()];
     for (const s of sessions) {
       stage = `session ${JSON.stringify(s.name)}`;
       const tokens = s.files.list().map((f) => f.token);

@@ -42,7 +42,10 @@ export async function bootAndPreserve(
   const fd = memfdCreate(k1.proc, name);
   k1.proc.pwrite(fd, data, 0);
   await s.preserveFd(fd, token);
-  const ser = k1.kernel.liveupdate.outgoing.get(session)!.files.get(token)!.data;
+  const ser = k1.kernel.liveupdate
+    .handingOver()
+    .sessions.find((x) => x.name === session)!
+    .files.find((f) => f.token === token)!.data;
   return { k1, session: s, fd, ser };
 }
 
