@@ -32,6 +32,22 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: "iommufd-handler",
+          root: "packages/iommufd-handler",
+          include: ["test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "vfio-handler",
+          root: "packages/vfio-handler",
+          include: ["test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: "quickstart",
           root: "examples/quickstart",
           include: ["test/**/*.test.ts"],

@@ -39,6 +39,11 @@ export {
   type MachineOptions,
   type MachineSaveOptions,
   type MachineStats,
+  type MachineLoadOptions,
+  MachineHardwareSet,
+  type HardwareFactory,
+  type HardwareLoader,
+  type MachineHardware,
 } from "./machine/index.js";
 export {
   FDT_HEADER_SIZE,
@@ -98,6 +103,13 @@ export {
   FILE_BLOCKS,
   FLB_AREA,
   type BlockGeometry,
+  // Linked block chains in preserved memory, for handlers and FLBs with their own block sets
+  // (e.g. the PCI FLB's device blocks): grow/write/shrink outgoing, validate/read incoming.
+  BlockChain,
+  readChain,
+  type EntryWriter,
+  type EntryReader,
+  type ReadChain,
 } from "./abi/index.js";
 export {
   SEEK_SET,

@@ -4,12 +4,14 @@
 //   header   (64 bytes)  magic "LUOMACH\0" | version u32 | header size u32 | page size u32 |
 //                        section count u32 | RAM size u64 | RAM base u64 | KHO root u64 |
 //                        total file length u64 | reserved u32 | CRC-32 of bytes 0..59 u32
-//   section  (× 2)       type u32 | reserved u32 | payload length u64 | payload |
+//   section  (× 2 or 3)  type u32 | reserved u32 | payload length u64 | payload |
 //                        CRC-32 of section header + payload u32 | reserved u32
 //     1 page state       block count u64, then per allocated block (ascending address):
 //                        pfn u64 | order u8 | preserved u8 (0 none, 1 all, 2 partial) | 6 × 0,
 //                        and for "partial" a per-page bitmap (LSB first) padded to 8 bytes
 //     2 page data        the bytes of every allocated block, in the order of section 1
+//     3 hardware         (only when the machine has hardware or its clock moved) machine
+//                        time and every hardware component's saved state; layout in hardware.ts
 //   trailer  (24 bytes)  magic "LUOMEND\0" | total file length u64 | reserved u32 |
 //                        CRC-32 of trailer bytes 0..19 u32
 //
@@ -35,6 +37,7 @@ const TRAILER_SIZE = 24;
 const ENTRY_SIZE = 16;
 const SECTION_PAGE_STATE = 1;
 const SECTION_PAGE_DATA = 2;
+const SECTION_HARDWARE = 3;
 const SECTION_COUNT = 2;
 const CHUNK_BYTES = 4 << 20;
 
@@ -64,6 +67,8 @@ export interface ImageSource extends ImageHeader {
   blocks: readonly ImageBlock[];
   /** The RAM buffer. */
   ram: Uint8Array;
+  /** Payload of the hardware section (see hardware.ts); no section when undefined. */
+  hardware?: Uint8Array;
 }
 
 /** Options of {@link writeMachineImage}. */
@@ -136,15 +141,22 @@ export async function writeMachineImage(
 ): Promise<void> {
   const state = encodePageState(src);
   const dataLength = pageDataLength(src.blocks);
+  const hw = src.hardware;
+  const sections = SECTION_COUNT + (hw ? 1 : 0);
   const total =
-    HEADER_SIZE + 2 * (SECTION_HEADER_SIZE + SECTION_FOOTER_SIZE) + state.length + dataLength + TRAILER_SIZE;
+    HEADER_SIZE +
+    sections * (SECTION_HEADER_SIZE + SECTION_FOOTER_SIZE) +
+    state.length +
+    dataLength +
+    (hw?.length ?? 0) +
+    TRAILER_SIZE;
 
   const header = Buffer.alloc(HEADER_SIZE);
   header.write(MACHINE_IMAGE_MAGIC, 0, "latin1");
   header.writeUInt32LE(MACHINE_IMAGE_VERSION, 8);
   header.writeUInt32LE(HEADER_SIZE, 12);
   header.writeUInt32LE(PAGE_SIZE, 16);
-  header.writeUInt32LE(SECTION_COUNT, 20);
+  header.writeUInt32LE(sections, 20);
   header.writeBigUInt64LE(BigInt(src.ramSize), 24);
   header.writeBigUInt64LE(src.base, 32);
   header.writeBigUInt64LE(src.khoRoot, 40);
@@ -193,6 +205,12 @@ export async function writeMachineImage(
     }
     await flush();
     await sink.write(sectionFooter(crc));
+    if (hw) {
+      const hwHeader = sectionHeader(SECTION_HARDWARE, hw.length);
+      await sink.write(hwHeader);
+      await sink.write(hw);
+      await sink.write(sectionFooter(crc32(hw, crc32(hwHeader))));
+    }
     await sink.write(trailer);
     await progress();
     options.beforeCommit?.();
@@ -207,6 +225,8 @@ export interface ImageContents<T> {
   blocks: ImageBlock[];
   /** The object `create` returned. */
   target: T;
+  /** Payload of the hardware section, when the image has one. */
+  hardware: Buffer | undefined;
 }
 
 class Reader {
@@ -340,8 +360,9 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     if (pageSize !== PAGE_SIZE) throw r.fail(`page size ${pageSize}, this build uses ${PAGE_SIZE}`);
     if (hb.readUInt32LE(12) !== HEADER_SIZE)
       throw r.fail(`header size ${hb.readUInt32LE(12)}, expected ${HEADER_SIZE}`);
-    if (hb.readUInt32LE(20) !== SECTION_COUNT)
-      throw r.fail(`${hb.readUInt32LE(20)} sections, expected ${SECTION_COUNT}`);
+    const sections = hb.readUInt32LE(20);
+    if (sections !== SECTION_COUNT && sections !== SECTION_COUNT + 1)
+      throw r.fail(`${sections} sections, expected ${SECTION_COUNT} or ${SECTION_COUNT + 1}`);
     const totalLength = u64(hb, 48);
     if (size < totalLength) throw r.fail(`truncated: ${size} of ${totalLength} bytes`);
     if (size > totalLength) throw r.fail(`${size - totalLength} unexpected bytes after the end of the image`);
@@ -370,8 +391,15 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
     const dataLength = pageDataLength(blocks);
     if (ds.length !== dataLength)
       throw r.fail(`page data is ${ds.length} bytes, page state needs ${dataLength}`);
-    if (ds.footerPos + SECTION_FOOTER_SIZE !== size - TRAILER_SIZE)
-      throw r.fail("unexpected bytes before the trailer");
+    let hardware: Buffer | undefined;
+    let endPos = ds.footerPos + SECTION_FOOTER_SIZE;
+    if (sections > SECTION_COUNT) {
+      const hs = await readSection(r, endPos, SECTION_HARDWARE, "hardware");
+      hardware = await r.read(hs.payloadPos, hs.length);
+      await checkFooter(r, hs.footerPos, crc32(hardware, crc32(hs.hdr)), "hardware");
+      endPos = hs.footerPos + SECTION_FOOTER_SIZE;
+    }
+    if (endPos !== size - TRAILER_SIZE) throw r.fail("unexpected bytes before the trailer");
 
     let target: T;
     try {
@@ -397,7 +425,7 @@ export async function readMachineImage<T extends { ram: Uint8Array }>(
       filePos += end - start;
     }
     await checkFooter(r, ds.footerPos, crc, "page data");
-    return { header, blocks, target };
+    return { header, blocks, target, hardware };
   } catch (e) {
     if (e instanceof MachineImageError) throw e;
     throw new MachineImageError(path, `cannot read: ${(e as Error).message}`, { cause: e });

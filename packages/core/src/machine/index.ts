@@ -1,6 +1,6 @@
 // The emulated machine's public surface: page geometry constants, memory-size parsing, the
-// Machine (RAM, page allocator, preserved marks, scrub, image save/load) and the image format
-// identifiers.
+// Machine (RAM, page allocator, preserved marks, scrub, image save/load), machine hardware and
+// the image format identifiers.
 
 export {
   DEFAULT_RAM_BASE,
@@ -16,9 +16,16 @@ export { formatSize, parseSize, type MemorySize } from "./size.js";
 export {
   Machine,
   type MachineBlock,
+  type MachineLoadOptions,
   type MachineOptions,
   type MachineSaveOptions,
   type MachineStats,
 } from "./machine.js";
+export {
+  MachineHardwareSet,
+  type HardwareFactory,
+  type HardwareLoader,
+  type MachineHardware,
+} from "./hardware.js";
 export { MACHINE_IMAGE_MAGIC, MACHINE_IMAGE_VERSION } from "./image.js";
 export { crc32 } from "./crc32.js";

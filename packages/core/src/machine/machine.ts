@@ -1,10 +1,18 @@
 // The emulated machine: RAM as 4 KiB page frames at physical addresses [base, base + size), a
 // buddy page allocator, preserved-page marks, checked physical memory access, the kexec scrub,
-// allocator rebuild for the next kernel, the KHO root pointer, and machine image save/load.
+// allocator rebuild for the next kernel, the KHO root pointer, machine hardware and its clock,
+// and machine image save/load.
 
-import { describeValue, ERRNO, LiveUpdateError, type ErrnoCode } from "../errors.js";
+import { describeValue, ERRNO, LiveUpdateError, MachineImageError, type ErrnoCode } from "../errors.js";
 import { DEFAULT_RAM_BASE, MAX_ORDER, MAX_ORDER_BYTES, PAGE_SIZE, PHYS_ADDR_LIMIT } from "./constants.js";
 import { PageSnapshot, type CheckpointState, type MachineCheckpoint } from "./checkpoint.js";
+import {
+  MachineHardwareSet,
+  decodeHardwareSection,
+  encodeHardwareSection,
+  type HardwareFactory,
+  type HardwareLoader,
+} from "./hardware.js";
 import { hex } from "./hex.js";
 import { readMachineImage, writeMachineImage, type ImageBlock } from "./image.js";
 import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
@@ -20,6 +28,20 @@ export interface MachineOptions {
    * 2 MiB aligned. Default {@link DEFAULT_RAM_BASE} (1 GiB).
    */
   base?: bigint;
+  /**
+   * Hardware to attach at power-on, in order: each factory gets the new machine and returns a
+   * component (see {@link MachineHardwareSet.attach} for the errors).
+   */
+  hardware?: readonly HardwareFactory[];
+}
+
+/** Options of {@link Machine.load}. */
+export interface MachineLoadOptions {
+  /**
+   * Loaders for the hardware kinds the image may contain; a component whose kind has no loader
+   * fails the load.
+   */
+  hardware?: readonly HardwareLoader[];
 }
 
 /** Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`. */
@@ -108,6 +130,8 @@ export class Machine {
   readonly memoryBytes: number;
   /** Number of page frames. */
   readonly totalPages: number;
+  /** The machine's hardware (IOMMUs, devices …): survives kexec and is saved in the image. */
+  readonly hardware = new MachineHardwareSet();
 
   readonly #ram: Buffer;
   readonly #dv: DataView;
@@ -125,6 +149,7 @@ export class Machine {
       return new Uint8Array(m.#ram.buffer, m.#ram.byteOffset + off, length);
     };
   }
+  #timeNs = 0n;
 
   /**
    * Powers on a machine with all RAM free (and reading as poison).
@@ -166,6 +191,33 @@ export class Machine {
     this.#baseNum = Number(base);
     this.#alloc = new PageAllocator(this.totalPages);
     this.#contents = new PageContents(ram, this.totalPages);
+    for (const make of options.hardware ?? []) {
+      if (typeof make !== "function") {
+        throw new LiveUpdateError("EINVAL", "MachineOptions.hardware takes functions (machine) => hardware");
+      }
+      this.hardware.attach(make(this));
+    }
+  }
+
+  /** Machine time in nanoseconds since power-on (moved only by {@link Machine.advanceTime}). */
+  get timeNs(): bigint {
+    return this.#timeNs;
+  }
+
+  /**
+   * Lets `ns` nanoseconds of machine time pass: the clock moves, then every hardware component's
+   * `advance(ns)` runs in attach order (devices finish work in flight). Time passes for the
+   * machine, whichever kernel runs — or none, during a kexec.
+   *
+   * @throws {@link LiveUpdateError} `EINVAL` when `ns` is not a non-negative safe integer or u64
+   */
+  advanceTime(ns: bigint | number): void {
+    const n = typeof ns === "number" && Number.isSafeInteger(ns) ? BigInt(ns) : ns;
+    if (typeof n !== "bigint" || n < 0n || n >= U64_LIMIT) {
+      throw new LiveUpdateError("EINVAL", `advanceTime: ${String(ns)} is not a non-negative time in ns`);
+    }
+    this.#timeNs += n;
+    this.hardware.advance(n);
   }
 
   /**
@@ -643,6 +695,10 @@ export class Machine {
         khoRoot: this.#khoRoot,
         blocks: this.#imageBlocks(options.preservedOnly ?? false),
         ram: this.#ram,
+        hardware:
+          this.hardware.size > 0 || this.#timeNs !== 0n
+            ? encodeHardwareSection(this.#timeNs, this.hardware.snapshot())
+            : undefined,
       },
       {
         onProgress: options.onProgress,
@@ -661,14 +717,16 @@ export class Machine {
   /**
    * Loads a machine saved with {@link Machine.save}: same RAM size, base and KHO root, the same
    * allocated blocks (orders and preserved marks) with their contents. Every other page reads
-   * as poison.
+   * as poison. Its hardware is rebuilt, in the saved order, by the loaders of `options.hardware`,
+   * and its clock reads the saved time.
    *
    * @throws `MachineImageError` when the file is missing or unreadable (with `cause`),
    *   truncated, corrupt (checksum), not a machine image, or of another format version or page
-   *   size. Nothing outside the new machine is affected by a failed load.
+   *   size; when it holds hardware of a kind no loader rebuilds, or a loader throws (`cause`).
+   *   Nothing outside the new machine is affected by a failed load.
    */
-  static async load(path: string): Promise<Machine> {
-    const { header, blocks, target } = await readMachineImage(path, (h) => {
+  static async load(path: string, options: MachineLoadOptions = {}): Promise<Machine> {
+    const { header, blocks, target, hardware } = await readMachineImage(path, (h) => {
       const m = new Machine({ memory: h.ramSize, base: h.base });
       return { machine: m, ram: m.#ram };
     });
@@ -676,6 +734,7 @@ export class Machine {
     m.#setBlocks(blocks);
     for (const b of blocks) m.#contents.overwrite(b.index, 1 << b.order);
     m.#khoRoot = header.khoRoot;
+    if (hardware) m.#loadHardware(path, hardware, options.hardware ?? []);
     return m;
   }
 
@@ -688,6 +747,27 @@ export class Machine {
       else if (b.preserved instanceof Uint8Array) {
         for (let i = 0; i < n; i++)
           if (b.preserved[i >> 3]! & (1 << (i & 7))) this.#alloc.markPreserved(b.index + i, 1);
+      }
+    }
+  }
+
+  #loadHardware(path: string, section: Buffer, loaders: readonly HardwareLoader[]): void {
+    const decoded = decodeHardwareSection(section, path);
+    this.#timeNs = decoded.timeNs;
+    const byKind = new Map(loaders.map((l) => [l.kind, l]));
+    for (const r of decoded.records) {
+      const loader = byKind.get(r.kind);
+      if (!loader) {
+        throw new MachineImageError(path, `no loader for hardware "${r.name}" of kind "${r.kind}"`);
+      }
+      try {
+        this.hardware.attach(loader.load(this, r.name, r.state));
+      } catch (e) {
+        throw new MachineImageError(
+          path,
+          `cannot rebuild hardware "${r.name}" (${r.kind}): ${(e as Error).message}`,
+          { cause: e },
+        );
       }
     }
   }

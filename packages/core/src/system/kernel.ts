@@ -54,6 +54,12 @@ export interface KexecOptions {
   readonly plugins?: readonly Plugin[];
   /** Not set: the next kernel boots in this process (see {@link KexecSaveOptions}). */
   readonly saveTo?: undefined;
+  /**
+   * Machine time (ns) that passes between this kernel's halt and the next kernel's boot — the
+   * jump, firmware and early boot — during which hardware keeps working (a device left running
+   * keeps doing DMA). Default 0. Not with `saveTo` (advance the loaded machine instead): `EINVAL`.
+   */
+  readonly gapNs?: bigint | number;
 }
 
 /** Options of {@link Kernel.kexec} that writes the machine image instead of booting. */
@@ -202,7 +208,8 @@ export class Kernel {
 
   /**
    * Live update: freeze, hand over, boot the next kernel. Resolves to the next kernel, or to
-   * `undefined` with `saveTo`. Errors: `EBUSY` (a kexec is in progress), the freeze error of a
+   * `undefined` with `saveTo`. Machine time advances by `gapNs` between the halt and the next
+   * boot. Errors: `EINVAL` (bad `gapNs`), `EBUSY` (a kexec is in progress), the freeze error of a
    * handler (this kernel keeps running), `ENOMEM`, the image write error (this kernel keeps
    * running), {@link KernelPanicError} if the next kernel cannot boot from the handover.
    * `EINVAL` for malformed options and `ENOENT`/`ELOOP`/`EEXIST` for the next kernel's plugin
@@ -217,12 +224,22 @@ export class Kernel {
   kexec(options: KexecOptions | KexecSaveOptions): Promise<Kernel | undefined>;
   async kexec(options: KexecOptions | KexecSaveOptions = {}): Promise<Kernel | undefined> {
     this.context.assertRunning();
-    checkOptions(options, "kexec", ["plugins", "saveTo"]);
+    checkOptions(options, "kexec", ["plugins", "saveTo", "gapNs"]);
     const next = options.plugins === undefined ? this.plugins : checkPlugins(options.plugins, "kexec");
     if (options.saveTo !== undefined && (typeof options.saveTo !== "string" || options.saveTo === "")) {
       throw new LiveUpdateError(
         "EINVAL",
         `kexec: saveTo must be a non-empty path string, not ${describeValue(options.saveTo)}`,
+      );
+    }
+    const gap = (options as KexecOptions).gapNs ?? 0;
+    if (
+      !(typeof gap === "bigint" ? gap >= 0n : Number.isSafeInteger(gap) && gap >= 0) ||
+      (gap !== 0 && gap !== 0n && options.saveTo !== undefined)
+    ) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `kexec: gapNs ${String(gap)} must be a non-negative integer, and not combined with saveTo`,
       );
     }
     if (this.kexecBusy) throw new LiveUpdateError("EBUSY", `a kexec of ${this.name} is already in progress`);
@@ -247,6 +264,7 @@ export class Kernel {
       this.kexecBusy = false;
     }
     if (options.saveTo !== undefined) return undefined;
+    this.machine.advanceTime(gap);
     return Kernel.boot(this.machine, { plugins: next });
   }
 

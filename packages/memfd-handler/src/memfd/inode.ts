@@ -92,6 +92,10 @@ export class MemfdInode {
   #released = false;
   /** Folio number → physical address. */
   readonly #folios = new Map<number, bigint>();
+  /** DMA pins per folio (by physical address), from {@link MemfdInode.pinRange}. */
+  readonly #dmaPins = new Map<bigint, number>();
+  /** Folios dropped from the file while DMA-pinned: freed when their last pin goes. */
+  readonly #orphans = new Set<bigint>();
 
   /**
    * @param fs - the kernel's memfd filesystem (machine, accounting)
@@ -143,7 +147,7 @@ export class MemfdInode {
     if (this.#files > 0) this.#files--;
     if (this.#files === 0 && !this.#released) {
       this.#released = true;
-      for (const phys of this.#folios.values()) this.fs.freeFolio(phys, this.folioOrder);
+      for (const phys of this.#folios.values()) this.#drop(phys);
       this.#folios.clear();
     }
   }
@@ -240,14 +244,14 @@ export class MemfdInode {
       for (let n = firstWhole; n < lastWhole; n++) {
         const phys = this.#folios.get(n);
         if (phys === undefined) continue;
-        this.fs.freeFolio(phys, this.folioOrder);
+        this.#drop(phys);
         this.#folios.delete(n);
       }
     } else {
       // Deleting the current entry while iterating a Map is safe.
       for (const [n, phys] of this.#folios) {
         if (n < firstWhole || n >= lastWhole) continue;
-        this.fs.freeFolio(phys, this.folioOrder);
+        this.#drop(phys);
         this.#folios.delete(n);
       }
     }
@@ -383,6 +387,53 @@ export class MemfdInode {
 
   /** Drops the pin of {@link MemfdInode.pinAll}. */
   unpinAll(): void {
+    if (this.#pins > 0) this.#pins--;
+  }
+
+  /** Frees a folio leaving the file, unless DMA still pins it (then when the last pin goes). */
+  #drop(phys: bigint): void {
+    if (this.#dmaPins.has(phys)) this.#orphans.add(phys);
+    else this.fs.freeFolio(phys, this.folioOrder);
+  }
+
+  /**
+   * Pins the folios of `[offset, offset + length)` for device DMA (what `IOMMU_IOAS_MAP_FILE`
+   * does with `pin_user_pages`): fills holes with zeroed folios and returns the folios covering
+   * the range, in file order. While pinned, `F_SEAL_WRITE` is `EBUSY`, and a folio that leaves
+   * the file (truncate, hole punch, last close) stays allocated — the device may still reach it —
+   * until {@link MemfdInode.unpinRange} drops the last pin. Errors: `EINVAL` for a range that is
+   * not inside the file, `ENOMEM` (nothing pinned then), `ESHUTDOWN`.
+   */
+  pinRange(offset: number, length: number): MemfdFolio[] {
+    this.fs.assertActive();
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0) {
+      this.fail("EINVAL", `bad pin range ${String(offset)}+${String(length)}`);
+    }
+    if (offset + length > this.#size)
+      this.fail("EINVAL", `pin range ${offset}+${length} past the end (${this.#size})`);
+    this.populate(offset, offset + length);
+    const fb = this.folioBytes;
+    const out: MemfdFolio[] = [];
+    for (let n = Math.floor(offset / fb), last = Math.ceil((offset + length) / fb); n < last; n++) {
+      const phys = this.#folios.get(n)!;
+      this.#dmaPins.set(phys, (this.#dmaPins.get(phys) ?? 0) + 1);
+      out.push({ index: n << this.folioOrder, phys });
+    }
+    this.#pins++;
+    return out;
+  }
+
+  /** Drops the pins {@link MemfdInode.pinRange} took on `folios` (what it returned). */
+  unpinRange(folios: readonly MemfdFolio[]): void {
+    for (const f of folios) {
+      const left = (this.#dmaPins.get(f.phys) ?? 1) - 1;
+      if (left > 0) {
+        this.#dmaPins.set(f.phys, left);
+        continue;
+      }
+      this.#dmaPins.delete(f.phys);
+      if (this.#orphans.delete(f.phys)) this.fs.freeFolio(f.phys, this.folioOrder);
+    }
     if (this.#pins > 0) this.#pins--;
   }
 

@@ -47,6 +47,11 @@ export class MemfdMapping {
     this.#file = file.get();
   }
 
+  /** The mapped file object, or undefined after {@link MemfdMapping.unmap}. */
+  get file(): MemfdFile | undefined {
+    return this.#file;
+  }
+
   private target(offset: number, length: number, what: string): MemfdFile {
     const file = this.#file;
     if (!file) throw new LiveUpdateError("EFAULT", `${what} through an unmapped mapping`);
