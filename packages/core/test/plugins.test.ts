@@ -106,3 +106,48 @@ describe("plugins", () => {
     expect(k2.container.resolve<Counter>(COUNTER).kho).not.toBe(k.kho);
   });
 });
+
+describe("plugins and FLBs at boot", () => {
+  it("ctx.flb gives a plugin the previous kernel's FLB object at boot (ENODATA on a cold boot)", async () => {
+    const { defineFileHandler, defineFlb, KernelFile } = await import("@luo/core");
+    class Thing extends KernelFile {
+      readonly description = "thing";
+    }
+    const flb = defineFlb<string>({
+      compatible: "plugin-boot-flb-v1",
+      preserve: ({ kho }) => {
+        const b = kho.allocPreserve(8);
+        b.view.set(new TextEncoder().encode("adopted!"));
+        return { data: b.phys, obj: "outgoing" };
+      },
+      unpreserve: ({ kho, data }) => kho.unpreserveFree(data),
+      retrieve: ({ incoming, data }) => new TextDecoder().decode(incoming.restore(data).view.subarray(0, 8)),
+      finish: () => undefined,
+    });
+    const handler = defineFileHandler<Thing>({
+      compatible: "plugin-boot-thing-v1",
+      canPreserve: (f) => f instanceof Thing,
+      preserve: () => ({ data: 0n }),
+      unpreserve: () => undefined,
+      retrieve: () => new Thing(),
+      finish: () => undefined,
+    });
+    const seen: Array<string | undefined> = [];
+    const plugin = definePlugin({
+      name: "adopter",
+      async register(ctx) {
+        await ctx.registerFileHandler(handler);
+        await ctx.registerFlb(handler, flb);
+        seen.push(await ctx.flb.getIncoming(flb).catch((e: LiveUpdateError) => e.code));
+      },
+    });
+    const m = new Machine({ memory: "16 MiB" });
+    const k1 = await m.boot({ plugins: [plugin] });
+    expect(seen).toEqual(["ENODATA"]);
+    const proc = k1.spawn("p");
+    const s = await (await proc.openLiveUpdate()).createSession("s");
+    await s.preserveFd(proc.installFile(new Thing()), 1);
+    await k1.kexec();
+    expect(seen).toEqual(["ENODATA", "adopted!"]);
+  });
+});

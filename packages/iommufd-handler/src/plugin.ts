@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { LiveUpdateError, MACHINE, definePlugin, isLiveUpdateError, type Plugin } from "@luo/core";
+import { LiveUpdateError, definePlugin, isLiveUpdateError, type Plugin } from "@luo/core";
 import { MEMFD_PLUGIN_NAME } from "@luo/memfd-handler";
 import { IOMMU_CORE, IommuCore } from "./iommu/core.js";
 import { iommuLiveUpdateFlb, type IommuFlbIncoming } from "./iommu/flb.js";
@@ -47,14 +47,14 @@ export function iommufd(options: IommufdPluginOptions = {}): Plugin {
       if (ctx.container.isRegistered(IOMMU_CORE)) {
         throw new LiveUpdateError("EEXIST", `${ctx.kernel.name} already has an IOMMU core`);
       }
-      const core = new IommuCore(ctx.container.resolve(MACHINE));
+      const core = new IommuCore(ctx.machine);
       ctx.container.registerInstance(IOMMU_CORE, core);
       const handler = createIommufdHandler(mode);
       await ctx.registerFileHandler(handler);
       await ctx.registerFlb(handler, iommuLiveUpdateFlb);
       let incoming: IommuFlbIncoming | undefined;
       try {
-        incoming = (await ctx.liveupdate.flbs.getIncoming(iommuLiveUpdateFlb)) as IommuFlbIncoming;
+        incoming = (await ctx.flb.getIncoming(iommuLiveUpdateFlb)) as IommuFlbIncoming;
       } catch (e) {
         if (!isLiveUpdateError(e, "ENODATA") && !isLiveUpdateError(e, "ENOENT")) throw e;
       }

@@ -28,6 +28,7 @@ import {
   type IommuUnit,
 } from "@luo/iommufd-handler";
 import { expect } from "vitest";
+import { testDevicePlugin } from "./device.js";
 
 /** The test device's requester id. */
 export const DEV_RID = pciRequester(0, 1, 0, 0);
@@ -49,7 +50,9 @@ export function iommuMachine(memory = "64 MiB"): Machine {
 
 /** Boots `machine` with memfd + iommufd in `mode`. */
 export async function boot(machine: Machine, mode: IommufdLiveUpdateMode = "restore"): Promise<Booted> {
-  const kernel = await machine.boot({ plugins: [memfd(), iommufd({ liveUpdate: mode })] });
+  const kernel = await machine.boot({
+    plugins: [memfd(), iommufd({ liveUpdate: mode }), testDevicePlugin()],
+  });
   const proc = kernel.spawn("vmm");
   const dev = await proc.openLiveUpdate();
   return { machine, kernel, proc, dev };
@@ -57,7 +60,9 @@ export async function boot(machine: Machine, mode: IommufdLiveUpdateMode = "rest
 
 /** kexec into the next kernel (with `mode`) and open /dev/liveupdate there. */
 export async function kexec(from: Booted, mode: IommufdLiveUpdateMode = "restore"): Promise<Booted> {
-  const kernel = (await from.kernel.kexec({ plugins: [memfd(), iommufd({ liveUpdate: mode })] }))!;
+  const kernel = (await from.kernel.kexec({
+    plugins: [memfd(), iommufd({ liveUpdate: mode }), testDevicePlugin()],
+  }))!;
   const proc = kernel.spawn("vmm");
   const dev = await proc.openLiveUpdate();
   return { machine: from.machine, kernel, proc, dev };

@@ -15,7 +15,7 @@ import { describeValue, LiveUpdateError } from "../errors.js";
 import type { DeviceOpener, KernelContext } from "../kernel/index.js";
 import type { Kho, KhoIncoming } from "../kho/index.js";
 import type { Machine } from "../machine/index.js";
-import type { Awaitable, FileHandler, Flb, LiveUpdate } from "../liveupdate/index.js";
+import type { Awaitable, FileHandler, Flb, FlbAccess, LiveUpdate } from "../liveupdate/index.js";
 
 /** What `register` receives. */
 export interface PluginContext {
@@ -31,6 +31,13 @@ export interface PluginContext {
   readonly kernel: KernelContext;
   /** The kernel's orchestrator. */
   readonly liveupdate: LiveUpdate;
+  /**
+   * FLB access, as handler callbacks get it: after registering an FLB a plugin may take the
+   * previous kernel's state at boot (`getIncoming`: `ENODATA` after a cold boot, `ENOENT` when
+   * that FLB was not handed over, `KernelPanicError` or the FLB's own error when it is corrupt),
+   * as a driver that must adopt hardware early does.
+   */
+  readonly flb: FlbAccess;
   /** Registers a file handler (errors as `Registry.registerHandler`). */
   registerFileHandler(handler: FileHandler): Promise<void>;
   /** Links an FLB to a handler (errors as `Registry.registerFlb`). */

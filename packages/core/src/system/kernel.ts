@@ -170,6 +170,7 @@ export class Kernel {
       incoming: this.incoming,
       kernel: this.context,
       liveupdate: luo,
+      flb: luo.flbs,
       registerFileHandler: (h) => luo.registry.registerHandler(h),
       registerFlb: (h, flb) => luo.registry.registerFlb(h, flb),
       registerDevice: (path, open) => this.context.registerDevice(path, open),

@@ -24,7 +24,7 @@
  * - `"restore"` (default; the phase-2 design): retrieve checks the record (handed over, every
  *   domain known to the IOMMU FLB, else `EINVAL`) and gives a new iommufd that can restore each
  *   HWPT by token; canFinish once every token was reclaimed and no device is still attached to a
- *   restored HWPT; finish frees the record.
+ *   restored HWPT (an iommufd never retrieved: only when it had no HWPT); finish frees the record.
  *
  * @module
  */
@@ -285,9 +285,16 @@ function makeRetrieve(mode: IommufdLiveUpdateMode) {
   };
 }
 
+/** `nr_hwpts` of a record that was never retrieved (undefined when it cannot be read). */
+function unretrievedCount(incoming: KhoIncoming | undefined, data: bigint): bigint | undefined {
+  return incoming?.covers(data, IOMMUFD_SER_HEADER_SIZE) ? incoming.machine.readU64(data) : undefined;
+}
+
 function makeCanFinish(mode: IommufdLiveUpdateMode) {
-  return ({ file }: FinishArgs<IommufdFile>): boolean => {
-    if (mode === "phase1" || !file?.incoming) return false;
+  return ({ file, incoming, data }: FinishArgs<IommufdFile>): boolean => {
+    if (mode === "phase1") return false;
+    // Never retrieved: finishable only when there was nothing to reclaim.
+    if (!file?.incoming) return !file && unretrievedCount(incoming, data) === 0n;
     if (file.incoming.entries.some((e) => !e.reclaimed)) return false;
     return !file
       .objects()
@@ -296,9 +303,9 @@ function makeCanFinish(mode: IommufdLiveUpdateMode) {
 }
 
 function finish({ file, data, incoming }: FinishArgs<IommufdFile>): void {
-  if (!file?.incoming || !incoming) return;
-  incoming.machine.freePages(data, 0);
-  file.incoming = undefined;
+  if (!incoming) return;
+  if (file?.incoming) incoming.machine.freePages(data, 0);
+  else if (incoming.covers(data, IOMMUFD_SER_HEADER_SIZE)) incoming.restoreFree(data);
 }
 
 /** What `canPreserve` accepts. */
