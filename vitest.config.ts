@@ -56,6 +56,14 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: "luod",
+          root: "examples/luod",
+          include: ["test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: "vmm",
           root: "examples/vmm",
           include: ["test/**/*.test.ts"],

@@ -125,6 +125,17 @@ export {
   KernelContext,
   Process,
   type DeviceOpener,
+  AF_UNIX,
+  SOCK_STREAM,
+  SOCK_NONBLOCK,
+  SOCK_CLOEXEC,
+  SCM_MAX_FD,
+  UNIX_INFLIGHT_MAX,
+  UNIX_PATH_MAX,
+  SOMAXCONN,
+  UnixSocket,
+  type ReceivedMessage,
+  type RecvOptions,
 } from "./kernel/index.js";
 export {
   LIVE_UPDATE_EVENT_NAMES,
@@ -169,6 +180,9 @@ export {
   type HandoverFlb,
   type HandoverView,
   type LiveUpdateStats,
+  type ServedCompatibles,
+  type FileFinishStatus,
+  type SessionFinishStatus,
   type TraceEvent,
   type TraceFile,
 } from "./liveupdate/index.js";
@@ -183,7 +197,13 @@ export {
   type Plugin,
   type PluginSpec,
 } from "./plugin/index.js";
-export { Kernel, type BootOptions, type KexecOptions, type KexecSaveOptions } from "./system/index.js";
+export {
+  Kernel,
+  pluginCompatibles,
+  type BootOptions,
+  type KexecOptions,
+  type KexecSaveOptions,
+} from "./system/index.js";
 export {
   inspectHandover,
   formatHandoverReport,

@@ -20,6 +20,7 @@ export class KernelContext {
   private readonly devices = new Map<string, DeviceOpener>();
   private haltError: LiveUpdateError | undefined;
   private readonly haltListeners: Array<(e: LiveUpdateError) => void> = [];
+  private nextPid = 1;
 
   /**
    * @param name - the kernel's name in messages, e.g. `kernel#2`
@@ -30,6 +31,16 @@ export class KernelContext {
     readonly name: string,
     readonly container: DependencyContainer,
   ) {}
+
+  /** Allocates the next process id of this kernel (1, 2, …; shared by spawn and fork). */
+  allocPid(): number {
+    return this.nextPid++;
+  }
+
+  /** True when a device node is registered at `path`. */
+  hasDevice(path: string): boolean {
+    return this.devices.has(path);
+  }
 
   /** Registers a device node (e.g. `/dev/liveupdate`). `EEXIST` if the path is taken. */
   registerDevice(path: string, open: DeviceOpener): void {

@@ -14,3 +14,16 @@ export {
 } from "./file.js";
 export { KernelContext, type DeviceOpener } from "./context.js";
 export { F_ADD_SEALS, F_GET_SEALS, MAX_FILE_OFFSET, Process } from "./process.js";
+export {
+  AF_UNIX,
+  SOCK_STREAM,
+  SOCK_NONBLOCK,
+  SOCK_CLOEXEC,
+  SCM_MAX_FD,
+  UNIX_INFLIGHT_MAX,
+  UNIX_PATH_MAX,
+  SOMAXCONN,
+  UnixSocket,
+  type ReceivedMessage,
+  type RecvOptions,
+} from "./unix-socket.js";

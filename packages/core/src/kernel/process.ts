@@ -5,7 +5,13 @@
  * `exit` closes every fd. fds are allocated lowest-free first, like Linux. A bad fd is `EBADF`.
  * File-type specific behaviour (memfd seals, sizes) lives in the file objects; the syscalls here
  * only do argument checking and dispatch. After the kernel halted, every syscall fails with
- * `ESHUTDOWN`.
+ * `ESHUTDOWN`; after `exit`, with `ESRCH`.
+ *
+ * `fork` makes a child whose fd table is a copy of the parent's: the same open files, each with
+ * one more reference (so file positions are shared, and a session or socket lives until the
+ * last process holding an fd of it closes it or exits). The AF_UNIX socket calls (`socket`,
+ * `bind`, `listen`, `connect`, `accept`, `socketpair`, `send`/`recv`, `sendmsg`/`recvmsg` with
+ * fd passing, `unlink`) check their arguments here and run in `unix-socket.ts`.
  *
  * @module
  */
@@ -13,6 +19,17 @@ import { describeValue, LiveUpdateError } from "../errors.js";
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SEEK_CUR, SEEK_END, SEEK_SET } from "./file.js";
 import type { KernelFile } from "./file.js";
 import type { KernelContext } from "./context.js";
+import {
+  AF_UNIX,
+  SCM_MAX_FD,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOMAXCONN,
+  UnixSocket,
+  type ReceivedMessage,
+  type RecvOptions,
+} from "./unix-socket.js";
 
 /** `fcntl` command: add seals. */
 export const F_ADD_SEALS = 1033;
@@ -51,6 +68,11 @@ export class Process {
     readonly name: string,
     readonly pid: number,
   ) {}
+
+  /** True once the process exited (every later call fails with `ESRCH`). */
+  get hasExited(): boolean {
+    return this.exited;
+  }
 
   private check(): void {
     this.kernel.assertRunning();
@@ -180,6 +202,159 @@ export class Process {
   /** `ioctl(fd, cmd, arg)`: `arg` is the argument's user memory (`undefined` = NULL). `EBADF`, `ENOTTY`, … */
   async ioctl(fd: number, cmd: number, arg?: Uint8Array): Promise<number> {
     return this.file(fd).ioctl(this, cmd, arg);
+  }
+
+  /**
+   * `fork`: a child process on the same kernel with a copy of this fd table (same open files,
+   * one more reference each) and a new pid. Errors: `ESRCH` (exited), `ESHUTDOWN`.
+   */
+  fork(name: string = this.name): Process {
+    this.check();
+    const child = new Process(this.kernel, String(name), this.kernel.allocPid());
+    for (const [fd, f] of this.fds) child.fds.set(fd, f.get());
+    child.lowestFree = this.lowestFree;
+    return child;
+  }
+
+  // ---- AF_UNIX sockets ------------------------------------------------------------------
+
+  private sock(fd: number): UnixSocket {
+    const f = this.file(fd);
+    if (!(f instanceof UnixSocket))
+      throw new LiveUpdateError("ENOTSOCK", `fd ${fd} (${f.description}) is not a socket`);
+    return f;
+  }
+
+  private newSocket(domain: number, type: number): UnixSocket {
+    this.check();
+    if (domain !== AF_UNIX)
+      throw new LiveUpdateError("EAFNOSUPPORT", `socket: address family ${domain} is not supported`);
+    if (!Number.isSafeInteger(type) || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) !== SOCK_STREAM) {
+      throw new LiveUpdateError(
+        "ESOCKTNOSUPPORT",
+        `socket: type ${type} is not supported (SOCK_STREAM only)`,
+      );
+    }
+    return new UnixSocket(this.kernel, (type & SOCK_NONBLOCK) !== 0);
+  }
+
+  /**
+   * `socket(AF_UNIX, SOCK_STREAM [| SOCK_NONBLOCK])`: a new unconnected socket's fd.
+   * Errors: `EAFNOSUPPORT` (other family), `ESOCKTNOSUPPORT` (other type).
+   */
+  socket(domain: number = AF_UNIX, type: number = SOCK_STREAM): number {
+    return this.installFile(this.newSocket(domain, type));
+  }
+
+  /** `socketpair`: two connected sockets' fds. Errors as {@link Process.socket}. */
+  socketpair(domain: number = AF_UNIX, type: number = SOCK_STREAM): [number, number] {
+    const a = this.newSocket(domain, type);
+    const b = this.newSocket(domain, type);
+    UnixSocket.pair(a, b);
+    return [this.installFile(a), this.installFile(b)];
+  }
+
+  /**
+   * `bind` the socket to `path` (at most 107 bytes). Errors: `EBADF`, `ENOTSOCK`, `EINVAL`
+   * (bad path, already bound or connected), `EADDRINUSE` (the path exists, even if its socket
+   * closed: `unlink` it first).
+   */
+  bind(fd: number, path: string): void {
+    this.sock(fd).bind(this.kernel, path);
+  }
+
+  /** `listen` on a bound socket. Errors: `EBADF`, `ENOTSOCK`, `EINVAL` (not bound, or connected). */
+  listen(fd: number, backlog: number = SOMAXCONN): void {
+    this.sock(fd).listen(backlog);
+  }
+
+  /**
+   * `connect` to the socket listening at `path`; the connection is queued for `accept` at once.
+   * Errors: `EBADF`, `ENOTSOCK`, `EISCONN`, `EINVAL` (listening socket), `ENOENT` (no such
+   * path), `ECONNREFUSED` (its socket closed or does not listen), `EAGAIN` (backlog full).
+   */
+  connect(fd: number, path: string): void {
+    this.sock(fd).connect(this.kernel, path);
+  }
+
+  /**
+   * `accept`: waits for a connection and returns its new fd. Errors: `EBADF`, `ENOTSOCK`,
+   * `EINVAL` (not listening), `EAGAIN` (`SOCK_NONBLOCK`, none pending), `ESRCH`, `ESHUTDOWN`.
+   */
+  async accept(fd: number): Promise<number> {
+    const end = await this.sock(fd).accept(this, fd);
+    return this.installFile(end);
+  }
+
+  /** `send` without fds: see {@link Process.sendmsg}. */
+  send(fd: number, data: Uint8Array): number {
+    return this.sendmsg(fd, data, []);
+  }
+
+  /**
+   * `sendmsg` with `SCM_RIGHTS`: queues `data` at the peer with the open files of `fds` (each
+   * gets a reference held while in flight). Returns the bytes sent. Errors: `EBADF` (the socket
+   * or any fd in `fds`; nothing is sent), `ENOTSOCK`, `ENOTCONN`, `EPIPE` (peer closed),
+   * `EINVAL` (not bytes, more than {@link SCM_MAX_FD} fds, or fds without data bytes),
+   * `ETOOMANYREFS` (too many fds in flight from this process).
+   */
+  sendmsg(fd: number, data: Uint8Array, fds: readonly number[] = []): number {
+    const s = this.sock(fd);
+    if (!(data instanceof Uint8Array))
+      throw new LiveUpdateError("EINVAL", `sendmsg: data on fd ${fd} is not a Uint8Array`);
+    if (!Array.isArray(fds))
+      throw new LiveUpdateError("EINVAL", `sendmsg: the fds on fd ${fd} are not an array`);
+    if (fds.length > SCM_MAX_FD) {
+      throw new LiveUpdateError("EINVAL", `sendmsg: ${fds.length} fds exceed SCM_MAX_FD (${SCM_MAX_FD})`);
+    }
+    if (fds.length > 0 && data.length === 0) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `sendmsg: fds need at least one data byte on stream socket fd ${fd}`,
+      );
+    }
+    if (fds.length > 0) s.checkInflight(this, fds.length);
+    const files: KernelFile[] = [];
+    try {
+      for (const f of fds) files.push(this.file(f).get());
+      return s.send(this, data, files);
+    } catch (e) {
+      for (const f of files) f.put();
+      throw e;
+    }
+  }
+
+  /** `recv`: {@link Process.recvmsg} that closes any fds that came with the bytes. */
+  async recv(fd: number, length: number): Promise<Uint8Array> {
+    return (await this.recvmsg(fd, length, { maxFds: 0 })).data;
+  }
+
+  /**
+   * `recvmsg`: waits until bytes arrive (or the peer closes), then reads up to `length` bytes of
+   * one writer, stopping after a message that carried fds; the fds are installed here as new
+   * fds (beyond `maxFds` they are closed and `truncated` is set). Empty data = end of stream.
+   * Errors: `EBADF`, `ENOTSOCK`, `EINVAL` (bad length, listening socket), `ENOTCONN`,
+   * `ECONNRESET` (once, the peer closed with data unread), `EAGAIN` (`SOCK_NONBLOCK`, nothing
+   * to read), `ESRCH`, `ESHUTDOWN`.
+   */
+  async recvmsg(fd: number, length: number, options: RecvOptions = {}): Promise<ReceivedMessage> {
+    const s = this.sock(fd);
+    if (!Number.isSafeInteger(length) || length < 1) {
+      throw new LiveUpdateError("EINVAL", `recvmsg: length ${length} on fd ${fd} is not a positive integer`);
+    }
+    const maxFds = options.maxFds ?? SCM_MAX_FD;
+    if (!Number.isSafeInteger(maxFds) || maxFds < 0)
+      throw new LiveUpdateError("EINVAL", `recvmsg: bad maxFds ${maxFds}`);
+    const { data, files } = await s.receive(this, fd, length);
+    const kept = files.slice(0, maxFds);
+    for (const f of files.slice(maxFds)) f.put();
+    return { data, fds: kept.map((f) => this.installFile(f)), truncated: files.length > kept.length };
+  }
+
+  /** `unlink` a socket path (the socket itself stays open). Errors: `ENOENT`, `EPERM` (device node). */
+  unlink(path: string): void {
+    this.check();
+    UnixSocket.unlink(this.kernel, path);
   }
 
   /** Closes every fd; the process can make no further calls. */

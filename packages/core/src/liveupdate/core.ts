@@ -28,7 +28,7 @@ import { PreservedIds } from "./preserved-ids.js";
 import { Registry } from "./registration.js";
 import { Session, SessionList, validateSessionName } from "./session.js";
 import { LevelRwLock, LockLevel } from "./locks.js";
-import { toU64 } from "./file.js";
+import { toU64, type FileFinishStatus } from "./file.js";
 import type { LuoServices } from "./services.js";
 import { freezeView, type HandoverView } from "./views.js";
 
@@ -38,6 +38,16 @@ export interface RebootTicket {
   commit(): void;
   /** The handover could not happen: unfreeze, clear the records, release the lock. */
   abort(error: LiveUpdateError): Promise<void>;
+}
+
+/** An incoming session as FINISH would see it now. */
+export interface SessionFinishStatus {
+  /** The session's name. */
+  readonly session: string;
+  /** `live`, or `finished` after an explicit FINISH (a closed or stuck session cannot be asked). */
+  readonly state: "live" | "finished";
+  /** Its files in handover order; FINISH succeeds when every `canFinish` is true. */
+  readonly files: readonly FileFinishStatus[];
 }
 
 /** Counts for observability and leak checks. */
@@ -347,6 +357,24 @@ export class LiveUpdate {
         s.state = "finished";
       });
       this.events.emitEvent("session:finished", { session: s.name });
+    });
+  }
+
+  /**
+   * What FINISH of incoming session `s` would decide now, without finishing (see
+   * `SessionHandle.finishStatus`). `EINVAL` for an outgoing session, `EBADF` once closed.
+   *
+   * @internal
+   */
+  async finishStatus(s: Session): Promise<SessionFinishStatus> {
+    this.ctx.assertRunning();
+    return this.serializeLock.read(async () => {
+      this.requireKind(s, "incoming", "finish status");
+      return s.mutex.lock(async () => {
+        this.requireOpen(s);
+        const files = s.fileCount > 0 ? await s.files.finishPreview() : [];
+        return { session: s.name, state: s.state === "finished" ? "finished" : "live", files };
+      });
     });
   }
 

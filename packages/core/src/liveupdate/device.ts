@@ -14,7 +14,7 @@
  */
 import { LiveUpdateError } from "../errors.js";
 import { KernelFile, Process } from "../kernel/index.js";
-import type { LiveUpdate } from "./core.js";
+import type { LiveUpdate, SessionFinishStatus } from "./core.js";
 import { deviceIoctl, sessionIoctl } from "./ioctl.js";
 import type { Session } from "./session.js";
 
@@ -168,6 +168,18 @@ export class SessionHandle {
   async finish(): Promise<void> {
     const t = this.target();
     await t.luo.finish(t.session);
+  }
+
+  /**
+   * What FINISH would decide now, without finishing (incoming sessions; the model's answer to
+   * "why can't this session finish"): per file whether it was retrieved (or its sticky retrieve
+   * error) and whether its handler's `canFinish` would veto. Files never retrieved do not block
+   * FINISH by themselves; FINISH hands them back to their handler's `finish`.
+   * Errors: `EINVAL` (outgoing session), `EBADF` (closed), `ESHUTDOWN`.
+   */
+  async finishStatus(): Promise<SessionFinishStatus> {
+    const t = this.target();
+    return t.luo.finishStatus(t.session);
   }
 
   /** GET_NAME: the full session name. */

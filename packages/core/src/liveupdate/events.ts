@@ -31,6 +31,7 @@ export interface LiveUpdateEventPayloads {
   "file:preserved": { session: string; token: bigint; compatible: string };
   "file:unpreserved": { session: string; token: bigint; compatible: string };
   "file:frozen": { session: string; token: bigint; compatible: string };
+  "file:freeze-failed": { session: string; token: bigint; compatible: string; error: LiveUpdateError };
   "file:unfrozen": { session: string; token: bigint; compatible: string };
   "file:retrieved": { session: string; token: bigint; compatible: string };
   "file:retrieve-failed": { session: string; token: bigint; compatible: string; error: LiveUpdateError };
@@ -59,6 +60,7 @@ const EVENT_KEYS: Record<LiveUpdateEventName, true> = {
   "file:preserved": true,
   "file:unpreserved": true,
   "file:frozen": true,
+  "file:freeze-failed": true,
   "file:unfrozen": true,
   "file:retrieved": true,
   "file:retrieve-failed": true,

@@ -78,6 +78,22 @@ export class LuoFile {
   }
 }
 
+/** One incoming file as FINISH would see it now (see `SessionHandle.finishStatus`). */
+export interface FileFinishStatus {
+  /** The file's token. */
+  readonly token: bigint;
+  /** Its handler's compatible. */
+  readonly compatible: string;
+  /** True once RETRIEVE_FD succeeded for it in this boot. */
+  readonly retrieved: boolean;
+  /** The sticky error of a failed RETRIEVE_FD, if any. */
+  readonly retrieveError: LiveUpdateError | undefined;
+  /** The handler's `canFinish` answer now (true when it has none); false vetoes FINISH. */
+  readonly canFinish: boolean;
+  /** The error `canFinish` threw, if it threw (also a veto). */
+  readonly vetoError: LiveUpdateError | undefined;
+}
+
 /**
  * Converts a public token argument to a u64 bigint. `EINVAL` for anything else: a value that is
  * neither a bigint nor a number (named with its type), a number that is not a safe integer (use a
@@ -366,7 +382,15 @@ export class FileSet {
           try {
             data = await freeze.call(lf.entry.handler, this.preservedArgs(lf));
           } catch (e) {
-            throw toLiveUpdateError(e, `handler "${lf.compatible}" freeze of ${this.what(lf.token)}`);
+            const err = toLiveUpdateError(e, `handler "${lf.compatible}" freeze of ${this.what(lf.token)}`);
+            if (this.svc.events.listening("file:freeze-failed"))
+              this.svc.events.emitEvent("file:freeze-failed", {
+                session: this.session,
+                token: lf.token,
+                compatible: lf.compatible,
+                error: err,
+              });
+            throw err;
           }
           if (typeof data === "bigint" && data !== lf.data) {
             lf.data = data;
@@ -527,6 +551,40 @@ export class FileSet {
     args.data = lf.data;
     args.retrieveStatus = lf.retrieveStatus;
     return args;
+  }
+
+  /**
+   * What FINISH would decide now (session mutex held), without finishing: per file its retrieve
+   * status and its handler's `canFinish` answer (a throw counts as a veto with that error).
+   */
+  async finishPreview(): Promise<FileFinishStatus[]> {
+    const out: FileFinishStatus[] = [];
+    for (const lf of this.files) {
+      out.push(
+        await lf.mutex.lock(async () => {
+          const status = lf.retrieveStatus;
+          const base = {
+            token: lf.token,
+            compatible: lf.compatible,
+            retrieved: status === 1,
+            retrieveError: status instanceof LiveUpdateError ? status : undefined,
+          };
+          const can = lf.entry.handler.canFinish;
+          if (!can) return { ...base, canFinish: true, vetoError: undefined };
+          try {
+            const ok = await can.call(lf.entry.handler, this.finishArgs(lf));
+            return { ...base, canFinish: ok === true, vetoError: undefined };
+          } catch (e) {
+            const err = toLiveUpdateError(
+              e,
+              `handler "${lf.compatible}" canFinish of ${this.what(lf.token)}`,
+            );
+            return { ...base, canFinish: false, vetoError: err };
+          }
+        }),
+      );
+    }
+    return out;
   }
 
   /** FINISH (session mutex held): all-or-nothing `canFinish`, then `finish` LIFO. `EBUSY` on veto. */

@@ -47,9 +47,14 @@ export {
   type FlbAccess,
 } from "./flb.js";
 export { PreservedIds } from "./preserved-ids.js";
-export { Registry, type RegisteredHandler, type QuiesceTarget } from "./registration.js";
+export {
+  Registry,
+  type RegisteredHandler,
+  type QuiesceTarget,
+  type ServedCompatibles,
+} from "./registration.js";
 export type { LuoServices } from "./services.js";
-export { LuoFile, toU64, FileSet } from "./file.js";
+export { LuoFile, toU64, FileSet, type FileFinishStatus } from "./file.js";
 export { Session, validateSessionName, SessionList, type SessionState } from "./session.js";
 export {
   freezeView,
@@ -58,7 +63,7 @@ export {
   type HandoverFlb,
   type HandoverView,
 } from "./views.js";
-export { LiveUpdate, type RebootTicket, type LiveUpdateStats } from "./core.js";
+export { LiveUpdate, type RebootTicket, type LiveUpdateStats, type SessionFinishStatus } from "./core.js";
 export {
   LIVEUPDATE_IOCTL_TYPE,
   LIVEUPDATE_IOCTL_CREATE_SESSION,

@@ -27,6 +27,14 @@ export interface RegisteredHandler {
   readonly flbs: FlbState[];
 }
 
+/** The compatibles a kernel serves: what it can take over from a previous kernel. */
+export interface ServedCompatibles {
+  /** Compatibles of the registered file handlers, in registration order. */
+  readonly fileHandlers: readonly string[];
+  /** Compatibles of the FLBs linked to them (each once), in link order. */
+  readonly flbs: readonly string[];
+}
+
 /** Lists that must be empty for registration to proceed. */
 export interface QuiesceTarget {
   /** Incoming session-list lock. */
@@ -69,6 +77,13 @@ export class Registry {
   /** The handler with `compatible`, if registered. */
   find(compatible: string): RegisteredHandler | undefined {
     return this.byCompatible.get(compatible);
+  }
+
+  /** The compatibles of every registered handler and linked FLB. */
+  compatibles(): ServedCompatibles {
+    const flbs = new Set<string>();
+    for (const e of this.byCompatible.values()) for (const f of e.flbs) flbs.add(f.flb.compatible);
+    return { fileHandlers: [...this.byCompatible.keys()], flbs: [...flbs] };
   }
 
   /** First handler whose `canPreserve` accepts `file` (registration order). */

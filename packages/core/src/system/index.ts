@@ -5,3 +5,4 @@
  */
 export { Kernel, type BootOptions, type KexecOptions, type KexecSaveOptions } from "./kernel.js";
 import "./boot.js";
+export { pluginCompatibles } from "./compatibles.js";

@@ -28,7 +28,12 @@ import { describeValue, KernelPanicError, LiveUpdateError, toLiveUpdateError } f
 import { KernelContext, Process } from "../kernel/index.js";
 import { Kho, KhoIncoming } from "../kho/index.js";
 import { readLuoHandover } from "../abi/index.js";
-import { LiveUpdate, registerLiveUpdateDevice, type Awaitable } from "../liveupdate/index.js";
+import {
+  LiveUpdate,
+  registerLiveUpdateDevice,
+  type Awaitable,
+  type ServedCompatibles,
+} from "../liveupdate/index.js";
 import { Machine } from "../machine/index.js";
 import { openMachineCheckpoint } from "../machine/machine.js";
 import {
@@ -85,7 +90,6 @@ export class Kernel {
   /** The Live Update Orchestrator. */
   readonly liveupdate: LiveUpdate;
   private readonly teardowns: Array<{ name: string; fn: () => Awaitable<void> }> = [];
-  private nextPid = 1;
   private kexecBusy = false;
 
   private constructor(
@@ -188,10 +192,15 @@ export class Kernel {
     return this.context.halted;
   }
 
+  /** The compatibles this kernel serves: its registered file handlers and their FLBs. */
+  compatibles(): ServedCompatibles {
+    return this.liveupdate.registry.compatibles();
+  }
+
   /** Starts a process. `ESHUTDOWN` on a halted kernel. */
   spawn(name: string): Process {
     this.context.assertRunning();
-    return new Process(this.context, name, this.nextPid++);
+    return new Process(this.context, name, this.context.allocPid());
   }
 
   private async teardown(): Promise<void> {
