@@ -69,6 +69,15 @@ export default defineConfig({
           include: ["test/**/*.test.ts"],
         },
       },
+      {
+        extends: true,
+        test: {
+          name: "custom-handler",
+          root: "examples/custom-handler",
+          include: ["test/**/*.test.ts"],
+          globalSetup: ["test/global-setup.ts"],
+        },
+      },
     ],
   },
 });

@@ -17,6 +17,7 @@ export const ERRNO = {
   EPERM: 1,
   ESRCH: 3,
   ENOENT: 2,
+  EINTR: 4,
   EIO: 5,
   E2BIG: 7,
   ENOEXEC: 8,

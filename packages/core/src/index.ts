@@ -136,6 +136,17 @@ export {
   UnixSocket,
   type ReceivedMessage,
   type RecvOptions,
+  type WaitOptions,
+  EFD_SEMAPHORE,
+  EFD_NONBLOCK,
+  EFD_CLOEXEC,
+  EFD_FLAGS_SET,
+  EVENTFD_COUNT_MAX,
+  EVENTFD_VALUE_SIZE,
+  EventFdFile,
+  eventfd,
+  eventfdFile,
+  eventfdCtxFdget,
 } from "./kernel/index.js";
 export {
   LIVE_UPDATE_EVENT_NAMES,

@@ -25,6 +25,12 @@ export const FALLOC_FL_KEEP_SIZE = 0x01;
 /** `fallocate` mode bit: deallocate the range (must be combined with KEEP_SIZE). */
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 
+/** Options of the waiting syscalls ({@link Process.readAsync}, {@link Process.writeAsync}). */
+export interface WaitOptions {
+  /** Interrupts the wait: the call then fails with `EINTR` and changes nothing. */
+  readonly signal?: AbortSignal;
+}
+
 let nextInode = 1;
 
 /** Allocates a fresh inode number for a new file object (identity for double preservation). */
@@ -92,6 +98,39 @@ export abstract class KernelFile {
   /** Writes `data` at `offset`, returns bytes written. Default: `EINVAL`. */
   writeAt(_offset: number, _data: Uint8Array): number {
     throw new LiveUpdateError("EINVAL", `${this.description} does not support write`);
+  }
+
+  /**
+   * Read that may wait (`Process.readAsync`): a file type whose read can block (eventfd)
+   * overrides it to wait until it can proceed. Default: {@link KernelFile.readAt}, never waits.
+   */
+  readWait(_proc: Process, offset: number, length: number, _options?: WaitOptions): Promise<Uint8Array> {
+    try {
+      return Promise.resolve(this.readAt(offset, length));
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
+  }
+
+  /**
+   * Write that may wait (`Process.writeAsync`); see {@link KernelFile.readWait}. Default:
+   * {@link KernelFile.writeAt}, never waits.
+   */
+  writeWait(_proc: Process, offset: number, data: Uint8Array, _options?: WaitOptions): Promise<number> {
+    try {
+      return Promise.resolve(this.writeAt(offset, data));
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
+  }
+
+  /**
+   * False for a file whose position means nothing (an eventfd): reads and writes leave
+   * {@link KernelFile.pos} alone, `lseek` returns it unchanged whatever the arguments (Linux
+   * `noop_llseek`), and `pread`/`pwrite` fail with `ESPIPE`. Default: true.
+   */
+  get positional(): boolean {
+    return true;
   }
 
   /** Current size in bytes, for `SEEK_END`. Default: `ESPIPE` (not seekable). */

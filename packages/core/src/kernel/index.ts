@@ -11,6 +11,7 @@ export {
   FALLOC_FL_PUNCH_HOLE,
   allocInode,
   KernelFile,
+  type WaitOptions,
 } from "./file.js";
 export { KernelContext, type DeviceOpener } from "./context.js";
 export { F_ADD_SEALS, F_GET_SEALS, MAX_FILE_OFFSET, Process } from "./process.js";
@@ -27,3 +28,15 @@ export {
   type ReceivedMessage,
   type RecvOptions,
 } from "./unix-socket.js";
+export {
+  EFD_SEMAPHORE,
+  EFD_NONBLOCK,
+  EFD_CLOEXEC,
+  EFD_FLAGS_SET,
+  EVENTFD_COUNT_MAX,
+  EVENTFD_VALUE_SIZE,
+  EventFdFile,
+  eventfd,
+  eventfdFile,
+  eventfdCtxFdget,
+} from "./eventfd.js";

@@ -17,7 +17,7 @@
  */
 import { describeValue, LiveUpdateError } from "../errors.js";
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SEEK_CUR, SEEK_END, SEEK_SET } from "./file.js";
-import type { KernelFile } from "./file.js";
+import type { KernelFile, WaitOptions } from "./file.js";
 import type { KernelContext } from "./context.js";
 import {
   AF_UNIX,
@@ -48,6 +48,16 @@ function checkOffset(value: number, what: "offset" | "length", op: string): void
   if (value < 0) throw new LiveUpdateError("EINVAL", `${op}: ${what} ${value} is negative`);
   if (value > MAX_FILE_OFFSET) {
     throw new LiveUpdateError("EINVAL", `${op}: ${what} ${value} is beyond the largest file offset 2^52`);
+  }
+}
+
+function checkWaitOptions(options: WaitOptions | undefined, what: string): void {
+  if (options === undefined) return;
+  if (typeof options !== "object" || options === null) {
+    throw new LiveUpdateError("EINVAL", `${what}: options must be an object`);
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new LiveUpdateError("EINVAL", `${what}: options.signal is not an AbortSignal`);
   }
 }
 
@@ -87,6 +97,14 @@ export class Process {
     return f;
   }
 
+  /** The file behind `fd` for pread/pwrite: `ESPIPE` if it has no position. */
+  private positionalFile(fd: number, op: string): KernelFile {
+    const f = this.file(fd);
+    if (!f.positional)
+      throw new LiveUpdateError("ESPIPE", `${op}: ${f.description} (fd ${fd}) has no position`);
+    return f;
+  }
+
   /** Installs `file` at the lowest free fd, consuming one reference the caller owns. */
   installFile(file: KernelFile): number {
     this.check();
@@ -122,7 +140,7 @@ export class Process {
     const f = this.file(fd);
     checkOffset(length, "length", "read");
     const out = f.readAt(f.pos, length);
-    f.pos += out.length;
+    if (f.positional) f.pos += out.length;
     return out;
   }
 
@@ -130,28 +148,60 @@ export class Process {
   write(fd: number, data: Uint8Array): number {
     const f = this.file(fd);
     const n = f.writeAt(f.pos, data);
-    f.pos += n;
+    if (f.positional) f.pos += n;
     return n;
   }
 
-  /** Reads up to `length` bytes at `offset` without moving the position. */
-  pread(fd: number, length: number, offset: number): Uint8Array {
+  /**
+   * `read` that may wait: like {@link Process.read}, but where the file would block (an eventfd
+   * at 0) the promise waits until a write or signal lets the read proceed; it never spins. The
+   * fd may be closed meanwhile (the wait holds the file). Errors as `read`, plus `EINTR` when
+   * `options.signal` aborts the wait and `ESHUTDOWN` when the kernel halts during it.
+   */
+  async readAsync(fd: number, length: number, options?: WaitOptions): Promise<Uint8Array> {
     const f = this.file(fd);
+    checkOffset(length, "length", "readAsync");
+    checkWaitOptions(options, "readAsync");
+    const out = await f.readWait(this, f.pos, length, options);
+    if (f.positional) f.pos += out.length;
+    return out;
+  }
+
+  /**
+   * `write` that may wait: like {@link Process.write}, but where the file would block (an
+   * eventfd without room) the promise waits until a read makes room. Errors as `write`, plus
+   * `EINTR` and `ESHUTDOWN` as for {@link Process.readAsync}.
+   */
+  async writeAsync(fd: number, data: Uint8Array, options?: WaitOptions): Promise<number> {
+    const f = this.file(fd);
+    checkWaitOptions(options, "writeAsync");
+    const n = await f.writeWait(this, f.pos, data, options);
+    if (f.positional) f.pos += n;
+    return n;
+  }
+
+  /** Reads up to `length` bytes at `offset` without moving the position. `ESPIPE` for a file without a position. */
+  pread(fd: number, length: number, offset: number): Uint8Array {
+    const f = this.positionalFile(fd, "pread");
     checkOffset(length, "length", "pread");
     checkOffset(offset, "offset", "pread");
     return f.readAt(offset, length);
   }
 
-  /** Writes `data` at `offset` without moving the position; returns bytes written. */
+  /** Writes `data` at `offset` without moving the position; returns bytes written. `ESPIPE` for a file without a position. */
   pwrite(fd: number, data: Uint8Array, offset: number): number {
-    const f = this.file(fd);
+    const f = this.positionalFile(fd, "pwrite");
     checkOffset(offset, "offset", "pwrite");
     return f.writeAt(offset, data);
   }
 
-  /** Moves the file position (`SEEK_SET`/`SEEK_CUR`/`SEEK_END`); returns the new position. */
+  /**
+   * Moves the file position (`SEEK_SET`/`SEEK_CUR`/`SEEK_END`); returns the new position.
+   * `ESPIPE` for a file that cannot seek; a file without a position returns it unchanged.
+   */
   lseek(fd: number, offset: number, whence: number): number {
     const f = this.file(fd);
+    if (!f.positional) return f.pos; // noop_llseek
     const size = f.size(); // ESPIPE for files that cannot seek
     let base: number;
     if (whence === SEEK_SET) base = 0;
