@@ -109,9 +109,11 @@ export async function runFleet(options: FleetOptions = {}): Promise<FleetReport>
     let freezeEnd: number | undefined;
     k1.liveupdate.events.on("reboot:started", (e) => (freezeStart = e.time));
     k1.liveupdate.events.on("reboot:done", (e) => (freezeEnd = e.time));
+    // The observer's record of guest RAM frames (pinned by the IOAS, so they cannot move before the update).
+    const framesBefore: Record<number, Array<[number, string]>> = {};
+    for (const v of vmms) framesBefore[v.config.device] = v.frames();
     const updateStart = now();
     const result = await luod.update();
-    const framesBefore: Record<number, Array<[number, string]>> = {};
     const old: OldKernelRecord = {
       start,
       updateStart,
@@ -142,8 +144,6 @@ export async function runFleet(options: FleetOptions = {}): Promise<FleetReport>
       luod.exit();
       return buildFleetReport(c, { ...old, traceEvents: tracer.toJSON().traceEvents as FleetTraceEvent[], resumed }, undefined);
     }
-    // The old VMM processes are gone with kernel 1; the observer's frame record was taken at the pause.
-    for (const v of vmms) if (v.framesAtPause) framesBefore[v.config.device] = v.framesAtPause;
     const input: NextKernelInput = {
       config: c,
       guests: vmms.filter((v) => !result.lost.includes(v.config.name)).map((v) => v.config.device),
@@ -164,8 +164,8 @@ function resumedCheck(v: Vmm, index: number): { index: number; ok: boolean; prob
   const problems: string[] = [];
   try {
     const r = v.verify(["none", "running", "completed-before-update"]);
-    if (!r.hashChain) problems.push(...r.problems.filter((p) => p.startsWith("vCPU") || p.includes("run")));
-    if (!r.dma) problems.push(...r.problems.filter((p) => p.startsWith("DMA")));
+    if (!r.checks["hashChain"]) problems.push(...r.problems.filter((p) => p.startsWith("vCPU") || p.includes("run")));
+    if (!r.checks["dma"]) problems.push(...r.problems.filter((p) => p.startsWith("DMA")));
   } catch (e) {
     problems.push(isLiveUpdateError(e) ? e.message : String(e));
   }

@@ -71,7 +71,7 @@ export interface FleetReport {
     readonly checksPassed: number;
     readonly checksTotal: number;
   };
-  /** luod's own session on kernel 2 after every guest was done (`finished` expected). */
+  /** luod's own session on kernel 2 at the end (`finished`; `waiting` with iommufd phase 1). */
   readonly luodOwnSession?: string;
   /** The Chrome/Perfetto trace of the run. */
   readonly trace: FleetTraceFile;
@@ -121,7 +121,8 @@ export function buildFleetReport(
         outcome: "updated",
         phases,
         blackoutMs: phase("blackout", t.pausedAt, t.resumed)?.ms,
-        dmaBlackoutMs: phase("dma", t.irqsOffAt, t.resumed)?.ms,
+        // iommufd phase 1: the device is never driven again on this kernel, so no DMA blackout ends.
+        dmaBlackoutMs: a.inFlight === "device-held" ? undefined : phase("dma", t.irqsOffAt, t.resumed)?.ms,
         pagesHandedOver: a.pagesHandedOver,
         pagesCopied: a.pagesCopied,
         inFlight: a.inFlight,
@@ -183,7 +184,8 @@ export function buildFleetReport(
     old.update.ok &&
     checksPassed === checksTotal &&
     totals.updated === guests.length &&
-    (after?.luodOwnSession ?? "finished") === "finished";
+    // With iommufd phase 1 no guest session can finish, so luod's own session waits for them.
+    (after?.luodOwnSession ?? "finished") === (config.iommu === "phase1" ? "waiting" : "finished");
   const faults: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(config.faults)) faults[`vm-${k}`] = v;
   return {

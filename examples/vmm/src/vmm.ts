@@ -197,8 +197,17 @@ export class Vmm {
   paused = false;
   /** True once the guest's files are in its session. */
   private preservedFiles = false;
-  /** What happened to the DMA job in flight at the last update. */
-  inFlight: InFlightOutcome = "none";
+  /**
+   * What happened to the DMA job in flight at the last update; `device-held` with iommufd
+   * phase 1 (the device stays with the preserved domain, nothing can bind it).
+   */
+  inFlight: InFlightOutcome | "device-held" = "none";
+  /** False with iommufd phase 1 after an update: the guest runs without its device. */
+  deviceUsable = true;
+  /** Phase 1: what binding the retrieved device to a new iommufd answered (`EPERM` expected). */
+  deviceBindError: string | undefined;
+  /** Phase 1: FINISH as the kernel would answer it now. */
+  finishStatus: Awaited<ReturnType<SessionHandle["finishStatus"]>> | undefined;
   /** What the new VMM read from preserved memory. */
   crossed: CrossedState | undefined;
   /** Ticks per vCPU at the last pause. */
@@ -209,13 +218,17 @@ export class Vmm {
   zeroCopy: boolean | undefined;
   /** Session finished after an update. */
   finished = false;
+  /** This guest's outgoing session (set once luod gave it). */
+  session!: SessionHandle;
   /** Abandoned updates this VMM resumed from. */
   resumedAfterAbort = 0;
   /**
-   * Guest RAM's frames at the last pause, `[page index, physical address hex]`: an observer's
-   * record for counting copied pages (the VMM's own check uses the preserved digest).
+   * Guest RAM's frames, `[page index, physical address hex]`: an observer's record for counting
+   * copied pages (the VMM's own check uses the digest it preserved). Pinned RAM cannot move.
    */
-  framesAtPause: Array<[number, string]> | undefined;
+  frames(): Array<[number, string]> {
+    return [...memfdPages(memfdFile(this.proc, this.ram))].map(([i, p]) => [i, p.toString(16)]);
+  }
   /** Interrupts taken at the pause, given to the guest when it runs again on this kernel. */
   private pendingIrqs = 0;
   private readonly ramIo: GuestRam;
@@ -238,8 +251,6 @@ export class Vmm {
     private vcpus: VcpuState[],
     /** luod connection. */
     readonly client: LuodClient,
-    /** This guest's outgoing session. */
-    readonly session: SessionHandle,
     readonly device: VfioDevice,
     readonly driver: GuestDmaDriver,
   ) {
@@ -305,7 +316,8 @@ export class Vmm {
         config.guest,
         engine,
       );
-      vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, vcpus, client, session, device, driver);
+      vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, vcpus, client, device, driver);
+      vmm.session = session;
       driver.init();
       driver.start();
       return vmm;
@@ -313,6 +325,22 @@ export class Vmm {
       proc.exit();
       throw e;
     }
+  }
+
+  /** A new IOAS with guest RAM at IOVA 0, a HWPT on it marked for preservation, the device attached. */
+  private static async attachFreshIoas(
+    proc: Process,
+    iommufd: number,
+    ram: number,
+    device: VfioDevice,
+    devId: number,
+    ramBytes: number,
+  ): Promise<void> {
+    const ioas = ioasAlloc(proc, iommufd);
+    ioasMapFile(proc, iommufd, ram, 0, { ioasId: ioas, length: ramBytes, iova: 0 });
+    const hwpt = hwptAlloc(proc, iommufd, devId, ioas);
+    await device.attach(hwpt);
+    hwptMarkPreserve(proc, iommufd, hwpt, HWPT_TOKEN);
   }
 
   /** Interrupts signalled since the last look (the eventfd counter, reset by the read). */
@@ -333,7 +361,7 @@ export class Vmm {
     this.vcpus = this.vcpus.map((s, i) => runVcpu(this.ramIo, this.regions[i]!, s, ticks));
     const irqs = this.takeIrqs() + this.pendingIrqs;
     this.pendingIrqs = 0;
-    this.driver.poll(irqs);
+    if (this.deviceUsable) this.driver.poll(irqs);
   }
 
   /** The old kernel's part of an update (luod's prepare): see the module comment. */
@@ -357,7 +385,6 @@ export class Vmm {
     const state = new Uint8Array(S.states + VCPU_STATE_SIZE * this.vcpus.length);
     const dv = new DataView(state.buffer);
     const frames = frameDigest(this.proc, this.ram);
-    this.framesAtPause = [...memfdPages(memfdFile(this.proc, this.ram))].map(([i, p]) => [i, p.toString(16)]);
     dv.setUint32(S.magic, STATE_MAGIC, true);
     dv.setUint32(S.vcpus, this.vcpus.length, true);
     dv.setUint32(S.pendingIrqs, pending, true);
@@ -424,43 +451,82 @@ export class Vmm {
       const incoming = await client.retrieveSession(config.guest);
       const ram = await incoming.retrieveFd(TOKEN.ram);
       const vcpuFd = await incoming.retrieveFd(TOKEN.vcpu);
-      const iommufd = await incoming.retrieveFd(TOKEN.iommufd);
+      let iommufd: number | undefined;
+      try {
+        iommufd = await incoming.retrieveFd(TOKEN.iommufd);
+      } catch (e) {
+        // iommufd phase 1: the preserved domain keeps translating, nothing can bind the device.
+        if (!isLiveUpdateError(e, "EOPNOTSUPP")) throw e;
+      }
       const deviceFd = await incoming.retrieveFd(TOKEN.device);
       const retrievedAt = now();
       const crossed = Vmm.readCrossed(proc, vcpuFd, config.guest);
       const frames = frameDigest(proc, ram);
-      // Restore: bind, take the preserved domain back, then a fresh IOAS and HWPT for the next update.
+      if (iommufd === undefined) {
+        const device = vfioDevice(proc, deviceFd);
+        const irqFd = eventfd(proc, 0, EFD_NONBLOCK);
+        const driver = new GuestDmaDriver(
+          { read: (o, l) => proc.pread(ram, l, o), write: (o, b) => void proc.pwrite(ram, b, o) },
+          config.guest,
+          new DmaEngineDriver(device),
+        );
+        vmm = new Vmm(config, proc, ram, vcpuFd, -1, deviceFd, irqFd, [...crossed.vcpus], client, device, driver);
+        vmm.deviceUsable = false;
+        vmm.crossed = crossed;
+        vmm.ticksAtPause = crossed.vcpus[0]?.tick ?? 0;
+        vmm.completedAtPause = driver.stats().completed;
+        vmm.zeroCopy = frames.frames === crossed.frames && frames.digest === crossed.digest;
+        vmm.inFlight = "device-held";
+        const at = now();
+        Object.assign(vmm.times, {
+          reconnect: reconnectAt,
+          retrieved: retrievedAt,
+          restored: at,
+          resumed: at,
+          pausedAt: crossed.pausedAt,
+          irqsOffAt: crossed.irqsOffAt,
+        });
+        vmm.paused = false;
+        vmm.deviceBindError = await device.bindIommufd(await iommufdOpen(proc)).then(
+          () => "ok",
+          (e: unknown) => (isLiveUpdateError(e) ? e.code : String(e)),
+        );
+        vmm.finishStatus = await incoming.finishStatus();
+        return vmm;
+      }
+      // Restore: bind, take the preserved domain back (the device translates through it again),
+      // interrupts on. Without HWPT restore (phase 1) the IOAS must be rebuilt before DMA can flow.
       const device = vfioDevice(proc, deviceFd);
       const devId = await device.bindIommufd(iommufd);
-      const restored = iommufdLiveUpdateInfo(proc, iommufd).restoresHwpts
-        ? hwptRestore(proc, iommufd, HWPT_TOKEN)
-        : undefined;
-      const ioas = ioasAlloc(proc, iommufd);
-      ioasMapFile(proc, iommufd, ram, 0, { ioasId: ioas, length: config.ramBytes, iova: 0 });
-      const hwpt = hwptAlloc(proc, iommufd, devId, ioas);
-      await device.attach(hwpt);
-      if (restored !== undefined) iommufdDestroy(proc, iommufd, restored);
-      hwptMarkPreserve(proc, iommufd, hwpt, HWPT_TOKEN);
+      const restoresHwpts = iommufdLiveUpdateInfo(proc, iommufd).restoresHwpts;
+      const restored = restoresHwpts ? hwptRestore(proc, iommufd, HWPT_TOKEN) : undefined;
+      if (!restoresHwpts) await Vmm.attachFreshIoas(proc, iommufd, ram, device, devId, config.ramBytes);
       const engine = new DmaEngineDriver(device);
       engine.enable();
       const irqFd = eventfd(proc, 0, EFD_NONBLOCK);
       await device.setMsix([irqFd]);
-      await client.finishSession(incoming);
-      const session = await client.createSession(config.guest);
       const restoredAt = now();
       const driver = new GuestDmaDriver(
         { read: (o, l) => proc.pread(ram, l, o), write: (o, b) => void proc.pwrite(ram, b, o) },
         config.guest,
         engine,
       );
-      vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, [...crossed.vcpus], client, session, device, driver);
+      vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, [...crossed.vcpus], client, device, driver);
       vmm.crossed = crossed;
       vmm.ticksAtPause = crossed.vcpus[0]?.tick ?? 0;
       vmm.completedAtPause = driver.stats().completed;
       vmm.zeroCopy = frames.frames === crossed.frames && frames.digest === crossed.digest;
-      vmm.finished = true;
       vmm.inFlight = driver.recover(crossed.pendingIrqs);
       const resumedAt = now();
+      // The guest runs. Off the blackout: move the device to a fresh IOAS and HWPT marked for the
+      // next update (a restored HWPT cannot be marked again), FINISH, and a new outgoing session.
+      if (restored !== undefined) {
+        await Vmm.attachFreshIoas(proc, iommufd, ram, device, devId, config.ramBytes);
+        iommufdDestroy(proc, iommufd, restored);
+      }
+      await client.finishSession(incoming);
+      vmm.finished = true;
+      vmm.session = await client.createSession(config.guest);
       Object.assign(vmm.times, {
         reconnect: reconnectAt,
         retrieved: retrievedAt,
@@ -485,7 +551,7 @@ export class Vmm {
    * The guest checks itself after an update (see {@link VmmChecks}); `expected` is the outcome
    * the vfio mode promises for a job in flight.
    */
-  verify(expected: readonly InFlightOutcome[]): VmmChecks & { problems: string[] } {
+  verify(expected: readonly InFlightOutcome[]): { checks: Record<string, boolean>; problems: string[] } {
     const problems: string[] = [];
     let hashChain = this.vcpus.every((s) => s.tick > this.ticksAtPause);
     if (!hashChain) problems.push("the vCPUs did not run after the update");
@@ -496,15 +562,23 @@ export class Vmm {
         problems.push(...v.problems.map((p) => `vCPU ${i}: ${p}`));
       }
     });
+    const zeroCopy = this.zeroCopy === true;
+    if (!zeroCopy) problems.push("guest RAM is not in the same physical frames");
+    if (!this.deviceUsable) {
+      // iommufd phase 1: the device cannot be bound and the session cannot finish — as documented.
+      const deviceHeld = this.deviceBindError === "EPERM";
+      if (!deviceHeld) problems.push(`binding the device answered ${this.deviceBindError}, expected EPERM`);
+      const finishRefused = this.finishStatus?.files.some((f) => !f.canFinish) === true;
+      if (!finishRefused) problems.push("FINISH would succeed although iommufd cannot be retrieved");
+      return { checks: { hashChain, zeroCopy, deviceHeld, finishRefused }, problems };
+    }
     const st = this.driver.stats();
     const dma = st.failures === 0 && st.completed === st.irqs + st.polled && st.completed > this.completedAtPause;
     if (!dma) problems.push(`DMA: ${JSON.stringify(st)} (completed at the update: ${this.completedAtPause})`);
-    const inFlight = expected.includes(this.inFlight);
+    const inFlight = expected.includes(this.inFlight as InFlightOutcome);
     if (!inFlight) problems.push(`job in flight: ${this.inFlight}, expected ${expected.join(" or ")}`);
-    const zeroCopy = this.zeroCopy === true;
-    if (!zeroCopy) problems.push("guest RAM is not in the same physical frames");
     if (!this.finished) problems.push("the session was not finished");
-    return { hashChain, dma, inFlight, zeroCopy, finished: this.finished, problems };
+    return { checks: { hashChain, dma, inFlight, zeroCopy, finished: this.finished }, problems };
   }
 
   /** Stops the VMM (closes its luod connection and exits its process). */
