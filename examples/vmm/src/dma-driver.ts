@@ -59,11 +59,7 @@ const PAGE_BYTES = 32;
 
 /** What happened to the job in flight at an update. */
 export type InFlightOutcome =
-  | "none"
-  | "completed-before-update"
-  | "completed-in-gap"
-  | "dropped-resubmitted"
-  | "running";
+  "none" | "completed-before-update" | "completed-in-gap" | "dropped-resubmitted" | "running";
 
 /** The driver's counters (as stored in guest RAM). */
 export interface DmaDriverStats {

@@ -33,7 +33,12 @@ import {
   type FleetOptions,
   vmmConfig,
 } from "./host.js";
-import { runNextKernel, type FramesBefore, type NextKernelInput, type NextKernelResult } from "./next-kernel.js";
+import {
+  runNextKernel,
+  type FramesBefore,
+  type NextKernelInput,
+  type NextKernelResult,
+} from "./next-kernel.js";
 import { buildFleetReport, type FleetReport } from "./report.js";
 import type { FleetTraceEvent } from "./trace.js";
 import { Vmm, now } from "./vmm.js";
@@ -49,7 +54,12 @@ export interface OldKernelRecord {
   readonly freezeStart?: number;
   readonly freezeEnd?: number;
   /** luod's answer. */
-  readonly update: { readonly ok: boolean; readonly stage?: string; readonly error?: string; readonly lost: readonly string[] };
+  readonly update: {
+    readonly ok: boolean;
+    readonly stage?: string;
+    readonly error?: string;
+    readonly lost: readonly string[];
+  };
   /** Per guest index: the old VMM's times and state. */
   readonly vmms: ReadonlyArray<{
     readonly index: number;
@@ -68,8 +78,8 @@ export interface OldKernelRecord {
   }>;
 }
 
-/** Where the compiled child entry lives. */
-const NEXT_MAIN = new URL("./next-main.js", import.meta.url);
+/** The compiled child entry (`dist/`, also when this module runs from `src/` under vitest). */
+const NEXT_MAIN = new URL("../dist/next-main.js", import.meta.url);
 
 async function nextInChild(image: string, input: NextKernelInput, dir: string): Promise<NextKernelResult> {
   const inputPath = join(dir, "next-input.json");
@@ -109,6 +119,7 @@ export async function runFleet(options: FleetOptions = {}): Promise<FleetReport>
     let freezeEnd: number | undefined;
     k1.liveupdate.events.on("reboot:started", (e) => (freezeStart = e.time));
     k1.liveupdate.events.on("reboot:done", (e) => (freezeEnd = e.time));
+    k1.liveupdate.events.on("reboot:failed", (e) => (freezeEnd = e.time));
     // The observer's record of guest RAM frames (pinned by the IOAS, so they cannot move before the update).
     const framesBefore: Record<number, Array<[number, string]>> = {};
     for (const v of vmms) framesBefore[v.config.device] = v.frames();
@@ -142,7 +153,11 @@ export async function runFleet(options: FleetOptions = {}): Promise<FleetReport>
       const resumed = vmms.map((v, i) => resumedCheck(v, i));
       for (const v of vmms) v.stop();
       luod.exit();
-      return buildFleetReport(c, { ...old, traceEvents: tracer.toJSON().traceEvents as FleetTraceEvent[], resumed }, undefined);
+      return buildFleetReport(
+        c,
+        { ...old, traceEvents: tracer.toJSON().traceEvents as FleetTraceEvent[], resumed },
+        undefined,
+      );
     }
     const input: NextKernelInput = {
       config: c,
@@ -152,7 +167,11 @@ export async function runFleet(options: FleetOptions = {}): Promise<FleetReport>
     const after = image
       ? await nextInChild(image, input, dir!)
       : await runNextKernel(next!, input, clock.last);
-    return buildFleetReport(c, { ...old, traceEvents: tracer.toJSON().traceEvents as FleetTraceEvent[] }, after);
+    return buildFleetReport(
+      c,
+      { ...old, traceEvents: tracer.toJSON().traceEvents as FleetTraceEvent[] },
+      after,
+    );
   } finally {
     if (dir) await rm(dir, { recursive: true, force: true });
   }
@@ -164,7 +183,8 @@ function resumedCheck(v: Vmm, index: number): { index: number; ok: boolean; prob
   const problems: string[] = [];
   try {
     const r = v.verify(["none", "running", "completed-before-update"]);
-    if (!r.checks["hashChain"]) problems.push(...r.problems.filter((p) => p.startsWith("vCPU") || p.includes("run")));
+    if (!r.checks["hashChain"])
+      problems.push(...r.problems.filter((p) => p.startsWith("vCPU") || p.includes("run")));
     if (!r.checks["dma"]) problems.push(...r.problems.filter((p) => p.startsWith("DMA")));
   } catch (e) {
     problems.push(isLiveUpdateError(e) ? e.message : String(e));

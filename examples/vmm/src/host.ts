@@ -70,7 +70,8 @@ function posInt(v: unknown, what: string, max = Number.MAX_SAFE_INTEGER): number
 
 /** Applies defaults and checks every option (`EINVAL` naming the option). */
 export function fleetConfig(o: FleetOptions = {}): FleetConfig {
-  if (typeof o !== "object" || o === null) throw new LiveUpdateError("EINVAL", "fleet options must be an object");
+  if (typeof o !== "object" || o === null)
+    throw new LiveUpdateError("EINVAL", "fleet options must be an object");
   const guests = posInt(o.guests ?? 4, "guests", 31);
   if (guests < 1) throw new LiveUpdateError("EINVAL", "guests must be at least 1");
   const sizesMiB = o.sizesMiB ?? [16, 32, 64, 128];
@@ -79,14 +80,20 @@ export function fleetConfig(o: FleetOptions = {}): FleetConfig {
   for (const s of sizesMiB) {
     posInt(s, "guest size (MiB)", 1 << 20);
     if (s * MiB < MIN_GUEST_RAM)
-      throw new LiveUpdateError("EINVAL", `guest size ${s} MiB is below the minimum of ${MIN_GUEST_RAM / MiB} MiB`);
+      throw new LiveUpdateError(
+        "EINVAL",
+        `guest size ${s} MiB is below the minimum of ${MIN_GUEST_RAM / MiB} MiB`,
+      );
   }
   const mode = o.mode ?? "reset";
   if (mode !== "reset" && mode !== "continuous")
     throw new LiveUpdateError("EINVAL", `vfio mode must be "reset" or "continuous", not ${String(mode)}`);
   const iommu = o.iommu ?? "restore";
   if (iommu !== "restore" && iommu !== "phase1")
-    throw new LiveUpdateError("EINVAL", `iommufd behaviour must be "restore" or "phase1", not ${String(iommu)}`);
+    throw new LiveUpdateError(
+      "EINVAL",
+      `iommufd behaviour must be "restore" or "phase1", not ${String(iommu)}`,
+    );
   return {
     guests,
     sizesMiB: [...sizesMiB],

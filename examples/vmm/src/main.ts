@@ -109,7 +109,9 @@ const title = `VMM fleet live update: ${report.config.guests} guests, vfio ${rep
 await writeFile(htmlPath, renderTimelineHtml(timelineFromTrace(report.trace, title)));
 if (v.json) {
   const { trace: _trace, ...rest } = report;
-  process.stdout.write(`${JSON.stringify({ ...rest, files: { trace: tracePath, timeline: htmlPath } }, null, 2)}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ ...rest, files: { trace: tracePath, timeline: htmlPath } }, null, 2)}\n`,
+  );
 } else {
   process.stdout.write(`${formatFleetReport(report)}\n`);
   process.stdout.write(`trace: ${tracePath} (open in https://ui.perfetto.dev)\ntimeline: ${htmlPath}\n`);

@@ -22,7 +22,16 @@ export interface PhaseTiming {
 }
 
 /** The phases of a guest's update, in order. */
-export const PHASES = ["pause", "preserve", "freeze", "kexec", "boot", "retrieve", "restore", "resume"] as const;
+export const PHASES = [
+  "pause",
+  "preserve",
+  "freeze",
+  "kexec",
+  "boot",
+  "retrieve",
+  "restore",
+  "resume",
+] as const;
 
 /** One guest in the report. */
 export interface GuestReport {
@@ -137,7 +146,10 @@ export function buildFleetReport(
       return {
         ...base,
         outcome: "resumed",
-        phases: defined([phase("pause", o.times.pauseStart, o.times.paused), phase("preserve", o.times.paused, o.times.preserved)]),
+        phases: defined([
+          phase("pause", o.times.pauseStart, o.times.paused),
+          phase("preserve", o.times.paused, o.times.preserved),
+        ]),
         pagesHandedOver: 0,
         pagesCopied: 0,
         inFlight: "none",
@@ -157,7 +169,9 @@ export function buildFleetReport(
       dmaJobs: 0,
       dmaResubmitted: 0,
       checks: { survived: false },
-      problems: [o.crashed ? "its VMM died during the update" : (after?.error ?? "its VMM did not come back")],
+      problems: [
+        o.crashed ? "its VMM died during the update" : (after?.error ?? "its VMM did not come back"),
+      ],
     };
   });
   let checksPassed = 0;
@@ -218,7 +232,8 @@ function buildTrace(
     for (const p of g.phases) tr.span(row, "phase", p.name, p.start, p.end);
     const first = g.phases[0];
     const last = g.phases[g.phases.length - 1];
-    if (g.blackoutMs !== undefined && last) tr.span(row, "blackout", "guest blackout", last.end - g.blackoutMs, last.end);
+    if (g.blackoutMs !== undefined && last)
+      tr.span(row, "blackout", "guest blackout", last.end - g.blackoutMs, last.end);
     if (g.dmaBlackoutMs !== undefined && last) {
       tr.span(row, "dma-blackout", "DMA blackout", last.end - g.dmaBlackoutMs, last.end);
       tr.mark(devices, `${g.name}: ${g.inFlight}`, last.end, { guest: g.name, inFlight: g.inFlight });
@@ -236,7 +251,14 @@ function ms(v: number | undefined): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
 /** The report as text. */
@@ -254,7 +276,18 @@ export function formatFleetReport(r: FleetReport): string {
       : `update: abandoned at ${r.update.stage}: ${r.update.error}`,
   );
   lines.push("");
-  const head = ["guest", "RAM", ...PHASES, "blackout", "DMA blackout", "pages", "copied", "DMA jobs", "in flight at update", "checks"];
+  const head = [
+    "guest",
+    "RAM",
+    ...PHASES,
+    "blackout",
+    "DMA blackout",
+    "pages",
+    "copied",
+    "DMA jobs",
+    "in flight at update",
+    "checks",
+  ];
   const rows = [head];
   for (const g of r.guests) {
     const by = new Map(g.phases.map((p) => [p.name, p.ms]));

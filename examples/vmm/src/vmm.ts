@@ -40,7 +40,14 @@ import {
   type Process,
   type SessionHandle,
 } from "@luo/core";
-import { F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, memfdCreate, memfdFile, memfdPages } from "@luo/memfd-handler";
+import {
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  memfdCreate,
+  memfdFile,
+  memfdPages,
+} from "@luo/memfd-handler";
 import {
   hwptAlloc,
   hwptMarkPreserve,
@@ -53,12 +60,7 @@ import {
 } from "@luo/iommufd-handler";
 import { DmaEngineDriver, vfioDevice, vfioOpen, type VfioDevice } from "@luo/vfio-handler";
 import { connectLuod, type LuodClient } from "@luo/example-luod";
-import {
-  DMA_LAYOUT_END,
-  GuestDmaDriver,
-  type DmaDriverStats,
-  type InFlightOutcome,
-} from "./dma-driver.js";
+import { DMA_LAYOUT_END, GuestDmaDriver, type DmaDriverStats, type InFlightOutcome } from "./dma-driver.js";
 import {
   VCPU_STATE_SIZE,
   decodeVcpuState,
@@ -84,7 +86,16 @@ export const MIN_GUEST_RAM = 8 << 20;
 
 const STATE_MAGIC = 0x5643_5055; // "UPCV"
 /** Layout of the vCPU memfd: magic u32, vCPUs u32, pendingIrqs u32, pad, pausedAt f64, irqsOffAt f64, frames f64, digest[32], states. */
-const S = { magic: 0, vcpus: 4, pendingIrqs: 8, pausedAt: 16, irqsOffAt: 24, frames: 32, digest: 40, states: 72 };
+const S = {
+  magic: 0,
+  vcpus: 4,
+  pendingIrqs: 8,
+  pausedAt: 16,
+  irqsOffAt: 24,
+  frames: 32,
+  digest: 40,
+  states: 72,
+};
 const STATE_BYTES = 4096;
 
 /** Wall-clock milliseconds on the clock the core's events use (one clock for every process). */
@@ -417,7 +428,11 @@ export class Vmm {
   }
 
   /** Reads the vCPU memfd written by {@link Vmm.prepare}. */
-  private static readCrossed(proc: Process, fd: number, guest: string): CrossedState & { pausedAt: number; irqsOffAt: number } {
+  private static readCrossed(
+    proc: Process,
+    fd: number,
+    guest: string,
+  ): CrossedState & { pausedAt: number; irqsOffAt: number } {
     const head = proc.pread(fd, S.states, 0);
     const dv = new DataView(head.buffer, head.byteOffset, head.length);
     if (dv.getUint32(S.magic, true) !== STATE_MAGIC)
@@ -470,7 +485,19 @@ export class Vmm {
           config.guest,
           new DmaEngineDriver(device),
         );
-        vmm = new Vmm(config, proc, ram, vcpuFd, -1, deviceFd, irqFd, [...crossed.vcpus], client, device, driver);
+        vmm = new Vmm(
+          config,
+          proc,
+          ram,
+          vcpuFd,
+          -1,
+          deviceFd,
+          irqFd,
+          [...crossed.vcpus],
+          client,
+          device,
+          driver,
+        );
         vmm.deviceUsable = false;
         vmm.crossed = crossed;
         vmm.ticksAtPause = crossed.vcpus[0]?.tick ?? 0;
@@ -511,7 +538,19 @@ export class Vmm {
         config.guest,
         engine,
       );
-      vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, [...crossed.vcpus], client, device, driver);
+      vmm = new Vmm(
+        config,
+        proc,
+        ram,
+        vcpuFd,
+        iommufd,
+        deviceFd,
+        irqFd,
+        [...crossed.vcpus],
+        client,
+        device,
+        driver,
+      );
       vmm.crossed = crossed;
       vmm.ticksAtPause = crossed.vcpus[0]?.tick ?? 0;
       vmm.completedAtPause = driver.stats().completed;
@@ -573,7 +612,8 @@ export class Vmm {
       return { checks: { hashChain, zeroCopy, deviceHeld, finishRefused }, problems };
     }
     const st = this.driver.stats();
-    const dma = st.failures === 0 && st.completed === st.irqs + st.polled && st.completed > this.completedAtPause;
+    const dma =
+      st.failures === 0 && st.completed === st.irqs + st.polled && st.completed > this.completedAtPause;
     if (!dma) problems.push(`DMA: ${JSON.stringify(st)} (completed at the update: ${this.completedAtPause})`);
     const inFlight = expected.includes(this.inFlight as InFlightOutcome);
     if (!inFlight) problems.push(`job in flight: ${this.inFlight}, expected ${expected.join(" or ")}`);
