@@ -33,12 +33,7 @@ import {
   type FleetOptions,
   vmmConfig,
 } from "./host.js";
-import {
-  runNextKernel,
-  type FramesBefore,
-  type NextKernelInput,
-  type NextKernelResult,
-} from "./next-kernel.js";
+import { runNextKernel, type NextKernelInput, type NextKernelResult } from "./next-kernel.js";
 import { buildFleetReport, type FleetReport } from "./report.js";
 import type { FleetTraceEvent } from "./trace.js";
 import { Vmm, now } from "./vmm.js";

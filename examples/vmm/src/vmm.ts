@@ -314,12 +314,12 @@ export class Vmm {
       const irqFd = eventfd(proc, 0, EFD_NONBLOCK);
       await device.setMsix([irqFd]);
       const vcpus = Array.from({ length: nVcpus }, (_, i) => initialVcpuState(`${config.guest}/vcpu${i}`));
-      let vmm: Vmm | undefined;
+      const self: { vmm?: Vmm } = {};
       const client = await connectLuod(proc, {
         name: config.name,
         path: config.socketPath,
-        onPrepare: () => vmm!.prepare(),
-        onResume: () => void vmm?.resumeAfterAbort(),
+        onPrepare: () => self.vmm!.prepare(),
+        onResume: () => void self.vmm?.resumeAfterAbort(),
       });
       const session = await client.createSession(config.guest);
       const driver = new GuestDmaDriver(
@@ -327,8 +327,9 @@ export class Vmm {
         config.guest,
         engine,
       );
-      vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, vcpus, client, device, driver);
+      const vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, vcpus, client, device, driver);
       vmm.session = session;
+      self.vmm = vmm;
       driver.init();
       driver.start();
       return vmm;
