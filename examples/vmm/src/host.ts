@@ -25,7 +25,7 @@ const MiB = 1 << 20;
 export interface FleetOptions {
   /** Number of guests (default 4; at most 31). */
   readonly guests?: number;
-  /** Guest RAM sizes in MiB, used in turn (default 16, 32, 64, 128). */
+  /** Guest RAM sizes in MiB, used in turn (default 8, 16, 32, 64). */
   readonly sizesMiB?: readonly number[];
   /** vfio live-update mode (default `reset`). */
   readonly mode?: VfioLiveUpdateMode;
@@ -74,7 +74,7 @@ export function fleetConfig(o: FleetOptions = {}): FleetConfig {
     throw new LiveUpdateError("EINVAL", "fleet options must be an object");
   const guests = posInt(o.guests ?? 4, "guests", 31);
   if (guests < 1) throw new LiveUpdateError("EINVAL", "guests must be at least 1");
-  const sizesMiB = o.sizesMiB ?? [16, 32, 64, 128];
+  const sizesMiB = o.sizesMiB ?? [8, 16, 32, 64];
   if (!Array.isArray(sizesMiB) || sizesMiB.length === 0)
     throw new LiveUpdateError("EINVAL", "sizes must be a non-empty list of MiB");
   for (const s of sizesMiB) {

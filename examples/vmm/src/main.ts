@@ -23,7 +23,7 @@ A fleet of VMMs with guest RAM (memfd), IOMMU (iommufd) and a vfio DMA device, l
 under luod through one kexec, with a report per guest and a trace + HTML timeline.
 
   --guests N          number of guests (default 4, at most 31)
-  --sizes A,B,...     guest RAM in MiB, used in turn (default 16,32,64,128)
+  --sizes A,B,...     guest RAM in MiB, used in turn (default 8,16,32,64; at least 8)
   --mode M            vfio live-update mode: reset | continuous (default reset)
   --iommu B           iommufd behaviour of the next kernel: restore | phase1 (default restore)
   --image             boot the next kernel and the new VMMs in a child process from the image
@@ -49,7 +49,10 @@ function int(v: string | undefined, what: string): number | undefined {
 
 let parsed;
 try {
+  // A leading "--" (pnpm demo -- --guests 2) is dropped.
+  const argv = process.argv.slice(2);
   parsed = parseArgs({
+    args: argv[0] === "--" ? argv.slice(1) : argv,
     allowPositionals: false,
     options: {
       guests: { type: "string" },
