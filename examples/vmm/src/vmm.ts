@@ -240,6 +240,11 @@ export class Vmm {
   frames(): Array<[number, string]> {
     return [...memfdPages(memfdFile(this.proc, this.ram))].map(([i, p]) => [i, p.toString(16)]);
   }
+  /**
+   * Guest RAM's frame count and digest, taken once at power-on: the IOAS pins guest RAM, so its
+   * frames cannot change until the update (and the pause does not pay for the walk).
+   */
+  private ramFrames = { frames: 0, digest: "" };
   /** Interrupts taken at the pause, given to the guest when it runs again on this kernel. */
   private pendingIrqs = 0;
   private readonly ramIo: GuestRam;
@@ -275,6 +280,13 @@ export class Vmm {
   /** Guest RAM as the guest sees it. */
   get guestRam(): GuestRam {
     return this.ramIo;
+  }
+
+  /** Compares guest RAM's frames now with the digest preserved before the update. */
+  private checkFrames(): void {
+    const now = frameDigest(this.proc, this.ram);
+    this.ramFrames = now;
+    this.zeroCopy = now.frames === this.crossed?.frames && now.digest === this.crossed.digest;
   }
 
   /** The vCPU registers now. */
@@ -329,6 +341,7 @@ export class Vmm {
       );
       const vmm = new Vmm(config, proc, ram, vcpuFd, iommufd, deviceFd, irqFd, vcpus, client, device, driver);
       vmm.session = session;
+      vmm.ramFrames = frameDigest(proc, ram);
       self.vmm = vmm;
       driver.init();
       driver.start();
@@ -396,7 +409,7 @@ export class Vmm {
     this.completedAtPause = this.driver.stats().completed;
     const state = new Uint8Array(S.states + VCPU_STATE_SIZE * this.vcpus.length);
     const dv = new DataView(state.buffer);
-    const frames = frameDigest(this.proc, this.ram);
+    const frames = this.ramFrames;
     dv.setUint32(S.magic, STATE_MAGIC, true);
     dv.setUint32(S.vcpus, this.vcpus.length, true);
     dv.setUint32(S.pendingIrqs, pending, true);
@@ -477,7 +490,6 @@ export class Vmm {
       const deviceFd = await incoming.retrieveFd(TOKEN.device);
       const retrievedAt = now();
       const crossed = Vmm.readCrossed(proc, vcpuFd, config.guest);
-      const frames = frameDigest(proc, ram);
       if (iommufd === undefined) {
         const device = vfioDevice(proc, deviceFd);
         const irqFd = eventfd(proc, 0, EFD_NONBLOCK);
@@ -503,7 +515,7 @@ export class Vmm {
         vmm.crossed = crossed;
         vmm.ticksAtPause = crossed.vcpus[0]?.tick ?? 0;
         vmm.completedAtPause = driver.stats().completed;
-        vmm.zeroCopy = frames.frames === crossed.frames && frames.digest === crossed.digest;
+        vmm.checkFrames();
         vmm.inFlight = "device-held";
         const at = now();
         Object.assign(vmm.times, {
@@ -555,9 +567,9 @@ export class Vmm {
       vmm.crossed = crossed;
       vmm.ticksAtPause = crossed.vcpus[0]?.tick ?? 0;
       vmm.completedAtPause = driver.stats().completed;
-      vmm.zeroCopy = frames.frames === crossed.frames && frames.digest === crossed.digest;
       vmm.inFlight = driver.recover(crossed.pendingIrqs);
       const resumedAt = now();
+      vmm.checkFrames(); // a check, not needed to resume: after the blackout
       // The guest runs. Off the blackout: move the device to a fresh IOAS and HWPT marked for the
       // next update (a restored HWPT cannot be marked again), FINISH, and a new outgoing session.
       if (restored !== undefined) {
