@@ -171,3 +171,21 @@ describe("before the first client", () => {
     void settle;
   });
 });
+
+describe("machine time between the kernels", () => {
+  it("gapNs lets that much machine time pass between the halt and the next boot", async () => {
+    const h = await host(1, { gapNs: 5_000_000 });
+    const before = h.machine.timeNs;
+    const r = await h.luod.update();
+    expect(r.ok).toBe(true);
+    const k2 = (await h.next)!;
+    expect(k2.machine.timeNs - before).toBe(5_000_000n);
+  });
+
+  it("without gapNs no machine time passes", async () => {
+    const h = await host(1);
+    const before = h.machine.timeNs;
+    expect((await h.luod.update()).ok).toBe(true);
+    expect((await h.next)!.machine.timeNs).toBe(before);
+  });
+});
