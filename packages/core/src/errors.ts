@@ -12,7 +12,11 @@
  * @module
  */
 
-/** Linux errno numbers used by the project (positive values, as in `errno.h`). */
+/**
+ * Linux errno numbers used by the project (positive values, as in `errno.h`).
+ *
+ * @category Errors
+ */
 export const ERRNO = {
   EPERM: 1,
   ESRCH: 3,
@@ -59,10 +63,18 @@ export const ERRNO = {
   EPANIC: 5,
 } as const;
 
-/** An errno name from {@link ERRNO}, e.g. `'EBUSY'`. */
+/**
+ * An errno name from {@link ERRNO}, e.g. `'EBUSY'`.
+ *
+ * @category Errors
+ */
 export type ErrnoCode = keyof typeof ERRNO;
 
-/** Options accepted by {@link LiveUpdateError} and its subclasses. */
+/**
+ * Options accepted by {@link LiveUpdateError} and its subclasses.
+ *
+ * @category Errors
+ */
 export interface LiveUpdateErrorOptions {
   /** The underlying error this one wraps. */
   cause?: unknown;
@@ -72,6 +84,8 @@ export interface LiveUpdateErrorOptions {
  * The error every public API of the project fails with (or a documented subclass).
  *
  * `code` is the Linux errno name, `errno` the Node-style negative number (`EBUSY` → -16).
+ *
+ * @category Entry points
  */
 export class LiveUpdateError extends Error {
   /** Linux errno name, e.g. `'EBUSY'`. */
@@ -95,6 +109,8 @@ export class LiveUpdateError extends Error {
 /**
  * Corrupt incoming handover state found while booting or deserializing: the model of the
  * kernel's `panic()`. The message names what was corrupt and where (physical address, index).
+ *
+ * @category Errors
  */
 export class KernelPanicError extends LiveUpdateError {
   /** Physical address of the structure that was found corrupt, when known. */
@@ -112,7 +128,11 @@ export class KernelPanicError extends LiveUpdateError {
   }
 }
 
-/** A device-tree blob that is malformed (bad header, offset, size, token or string). */
+/**
+ * A device-tree blob that is malformed (bad header, offset, size, token or string).
+ *
+ * @category Errors
+ */
 export class FdtError extends LiveUpdateError {
   /** Byte offset inside the blob where the problem was found, when known. */
   readonly offset: number | undefined;
@@ -128,7 +148,11 @@ export class FdtError extends LiveUpdateError {
   }
 }
 
-/** A machine image file that is truncated, corrupt or not a machine image at all. */
+/**
+ * A machine image file that is truncated, corrupt or not a machine image at all.
+ *
+ * @category Errors
+ */
 export class MachineImageError extends LiveUpdateError {
   /**
    * @param path - the image file
@@ -167,7 +191,11 @@ export function describeValue(v: unknown): string {
   }
 }
 
-/** True when `e` is a {@link LiveUpdateError} (optionally with the given code). */
+/**
+ * True when `e` is a {@link LiveUpdateError} (optionally with the given code).
+ *
+ * @category Errors
+ */
 export function isLiveUpdateError(e: unknown, code?: ErrnoCode): e is LiveUpdateError {
   return e instanceof LiveUpdateError && (code === undefined || e.code === code);
 }
@@ -178,6 +206,8 @@ export function isLiveUpdateError(e: unknown, code?: ErrnoCode): e is LiveUpdate
  *
  * @param e - what was thrown
  * @param context - names the callback and object, e.g. `handler "memfd-v2" preserve of token 1`
+ *
+ * @category Errors
  */
 export function toLiveUpdateError(e: unknown, context: string): LiveUpdateError {
   if (e instanceof LiveUpdateError) return e;

@@ -1,4 +1,4 @@
-// The generated fault-injection matrix (issue 4 item 1).
+// The generated fault-injection matrix .
 //
 // Scenario: 3 sessions × 4 test-handler files, 2 test FLBs linked to the handler; create and
 // preserve everything, kexec, retrieve every session and file (probing the FLBs with getIncoming
@@ -13,11 +13,11 @@
 //
 // Each case arms the fault for exactly its position, runs the scenario and checks at the failing
 // step: the error surfaced (the fault's code; EIO with the plain Error as `cause`; EBUSY for a
-// veto), the exact callbacks of that step (rollback FIFO/LIFO as SPEC §2.3/§2.5), and that the
+// veto), the exact callbacks of that step (rollback FIFO/LIFO, as the module comments of liveupdate/file.ts and flb.ts say), and that the
 // state went back to what it was before the step: machine pages, KHO-preserved pages, unrestored
 // incoming pages, the double-preservation registry, session counts and the FLB refcounts and
 // objects. Then it heals, retries the step (it succeeds, except a retrieve, whose failure is
-// sticky by SPEC), runs the rest and checks that every later step makes exactly the calls and
+// sticky by design), runs the rest and checks that every later step makes exactly the calls and
 // reaches exactly the state of the fault-free run, ending with everything retrieved, finished,
 // closed and every handed-over page given back.
 import { describe, expect, it } from "vitest";
@@ -298,7 +298,7 @@ function generate(runs: ReadonlyMap<Probe, CleanRun>): Case[] {
 }
 
 /**
- * The matrix size computed from the scenario's dimensions (SPEC §2.3/§2.5): each file is
+ * The matrix size computed from the scenario's dimensions: each file is
  * preserved, frozen, retrieved and asked canFinish once; the FLBs are preserved once each (with
  * the first file) and retrieved once each per probe placement (S sessions + lazy); two modes per
  * callback, three for canFinish.
@@ -312,7 +312,7 @@ const EXPECTED_CASES =
   FLBS * (SESSIONS + 1) * 2; // flbRetrieve: after each session's files, or lazily at FINISH
 
 // ---------------------------------------------------------------------------------------------
-// The oracle: what the failing step must call (SPEC §2.3, §2.5)
+// The oracle: what the failing step must call
 
 const C = (op: TestOp, s: number | undefined, key: bigint | number, failed = false) =>
   `${op}:${s === undefined ? "" : sname(s)}:${key}${failed ? "!" : ""}`;
@@ -424,7 +424,7 @@ function checkError(c: Case, e: unknown): void {
     expect(err.cause).toBeInstanceOf(Error);
     expect(err.cause).not.toBeInstanceOf(LiveUpdateError);
     expect((err.cause as Error).message).toContain(`injected plain failure in ${c.op} ${what}`);
-    // The wrapper names the object (SPEC §1).
+    // The wrapper names the object.
     if (c.session === undefined) expect(err.message).toContain(`FLB "${flbName(Number(c.key))}"`);
     else expect(err.message).toContain(`session "${c.session}" token ${c.key}`);
   }
@@ -560,7 +560,7 @@ const cases = generate(runs);
 const ran = new Map<FaultOp, number>();
 
 describe("fault-injection matrix (3 sessions × 4 files, 2 FLBs)", () => {
-  it("the fault-free scenario follows the SPEC orders and gives every page back", async () => {
+  it("the fault-free scenario follows the documented orders and gives every page back", async () => {
     const run = runs.get(DEFAULT_PROBE)!;
     const all = run.calls.flat();
     const files = indexes(SESSIONS).flatMap((s) => indexes(FILES).map((f) => [s, f] as const));

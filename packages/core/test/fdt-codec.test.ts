@@ -21,7 +21,7 @@ import {
 } from "../src/fdt/index.js";
 import { fdtTreeArb } from "./helpers/external-fdt.js";
 
-/** The KHO root as SPEC §3 lays it out. */
+/** The KHO root as docs/abi.md lays it out. */
 function khoRoot(): FdtTree {
   return fdtTree(
     fdtNode("", { compatible: fdtString("kho-v1"), "preserved-memory-map": fdtU64(0x1234_5000n) }, [

@@ -17,7 +17,7 @@ import {
   toDts,
 } from "./helpers/external-fdt.js";
 
-/** The KHO root of SPEC §3: compatible, preserved-memory-map and one /LUO subtree. */
+/** The KHO root of docs/abi.md: compatible, preserved-memory-map and one /LUO subtree. */
 function khoRootLike(): FdtTree {
   return fdtTree(
     fdtNode("", { compatible: fdtString("kho-v1"), "preserved-memory-map": fdtU64(0x1_2345_6000n) }, [

@@ -1,4 +1,4 @@
-// The handover ABI, byte for byte: golden bytes computed by hand from SPEC §3, and the LUO FDT
+// The handover ABI, byte for byte: golden bytes computed by hand from docs/abi.md, and the LUO FDT
 // and KHO root read back by independent tools (dtc, libfdt).
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -48,7 +48,7 @@ function cstr(m: Machine, phys: bigint, size: number): { text: string; rest: num
 }
 
 describe("handover ABI golden bytes", () => {
-  it("lays out the LUO FDT, session block, file block and FLB page exactly as SPEC §3", async () => {
+  it("lays out the LUO FDT, session block, file block and FLB page exactly as docs/abi.md", async () => {
     const { machine: m } = await smallHandover();
     // KHO root → "LUO" subtree (read with our own FDT reader; dtc cross-checks below).
     const root = decodeFdt(m.peek(m.khoRoot, 4096).slice());

@@ -1,8 +1,8 @@
-// Corrupt-handover fuzzing (issue 4 item 3): thousands of mutants of valid handovers — bit flips
+// Corrupt-handover fuzzing : thousands of mutants of valid handovers — bit flips
 // and overwrites in every structure, truncated and cyclic chains, bad counts, pointers outside
 // RAM / preserved memory / misaligned, bad strings, wrong compatibles, missing subtrees, a junk
 // KHO root — must boot and load cleanly or fail only with a KernelPanicError naming the location
-// (boot), EIO (first /dev/liveupdate open) or the test handler's own retrieve error; never another
+// (boot), EIO (first /dev/liveupdate open) or the test handler's or test FLB's own retrieve error; never another
 // exception, never a hang, never a read of memory that was not handed over.
 // FUZZ_MUTANTS=<n> scales the mutant count, FUZZ_SEED=<n> changes the seed.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

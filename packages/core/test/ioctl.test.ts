@@ -1,4 +1,4 @@
-// The raw ioctl envelope of /dev/liveupdate and session fds (reference §2.1–§2.10), byte level.
+// The raw ioctl envelope of /dev/liveupdate and session fds, byte level.
 import { describe, expect, it } from "vitest";
 import {
   LIVEUPDATE_IOCTL_CREATE_SESSION as CREATE,

@@ -1,4 +1,4 @@
-// File preservation and retrieval (SPEC §2.3; reference §2.6, §2.7): the PRESERVE check order
+// File preservation and retrieval: the PRESERVE check order
 // (kind → token EEXIST → block growth → EBADF → ENOENT → EBUSY → FLB → handler) proven by cases
 // where several failure conditions hold at once, exact unwinding of every failure, the
 // double-preservation registry (dup'd fds, two sessions, getId identities, retrieved-not-
@@ -283,10 +283,10 @@ describe("RETRIEVE_FD", () => {
 
   it("a failed retrieve is sticky: after heal() the same error comes back and the handler is not asked again", async () => {
     const { kernel, proc, dev, plugin } = await bootTest();
-    const c = plugin.control;
     const s = await dev.createSession("vm");
     for (const t of [1, 2, 3]) await s.preserveFd(createTestFile(proc, `f${t}`, enc(`file ${t}`)), t);
     const { kernel: k2, proc: q, dev: dev2 } = await kexecOpen(kernel);
+    const c = plugin.control; // the new kernel's switches and log
     const inc = await dev2.retrieveSession("vm");
     c.fail("retrieve", { only: [2n], code: "ENOMEM" });
     const first = await rejects(inc.retrieveFd(2), "ENOMEM");

@@ -1,4 +1,4 @@
-// FINISH and the release of incoming sessions (SPEC §2.2, §2.3; reference §2.8, §2.9, §5.4):
+// FINISH and the release of incoming sessions:
 // canFinish FIFO all-or-nothing, finish LIFO for every file (retrieved or not), a veto that
 // changes nothing, idempotent FINISH, implicit FINISH on close, and the "stuck" session a veto on
 // close leaves behind until the next live update drops it.

@@ -1,4 +1,4 @@
-// File-Lifecycle-Bound global state (SPEC §2.5; reference §3.4, §3.5): preserve once on the first
+// File-Lifecycle-Bound global state: preserve once on the first
 // dependent file in any session (FLBs in registration order), unpreserve once when the last one
 // goes (reverse order), the serialized count, lazy and cached incoming retrieve that sees the
 // handed-over magic (0xFEEDF00DCAFEBEE0 + i, like the kernel's liveupdate-test-flb-v<i>), and

@@ -1,5 +1,4 @@
-// Handler and FLB registration with quiesce/resume (SPEC §2.4; reference §3.1–§3.4, V-619/V-FLB
-// semantics): EBUSY while any incoming or outgoing session exists, EEXIST duplicates, EINVAL for
+// Handler and FLB registration with quiesce/resume: EBUSY while any incoming or outgoing session exists, EEXIST duplicates, EINVAL for
 // missing callbacks, bad compatibles and unknown handlers, ENOSPC at the 64th FLB, ENOENT for an
 // unlinked FLB, EBUSY for a handler with FLBs — and the documented consequence that handlers must
 // be registered before the first /dev/liveupdate open of a boot with incoming sessions. Also the

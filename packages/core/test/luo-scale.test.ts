@@ -1,9 +1,7 @@
-// Scale and block boundaries across kexec (issue 3, "Across kexec"): 2000 sessions × 500 files
-// each, and sessions/files straddling the linked-block boundaries of SPEC §3, with the machine's
+// Scale and block boundaries across kexec: 2000 sessions × 500 files
+// each, and sessions/files straddling the linked-block boundaries of docs/abi.md, with the machine's
 // page accounting checked at every step and everything coming back in the order it was created.
-// Block geometry: a 16-page session block holds (65536 − 16) / 80 = 819 records (SPEC §3 prints
-// "818", but 65520 / 80 is exactly 819 — the seed's "give space for 819 sessions per block" and
-// the ABI code agree), a 2-page file block (8192 − 16) / 64 = 127. So the issue's 818/819 are
+// Block geometry: a 16-page session block holds (65536 − 16) / 80 = 819 records, a 2-page file block (8192 − 16) / 64 = 127. So 818 and 819 sessions are
 // both one block and 820 is the first session that needs a second one; 127/128 files straddle.
 // The value handler (helpers/luo.ts) carries each file's u64 in the record's `data`, so a file
 // costs exactly its 64-byte record and the page counts below are the ABI's alone.
@@ -23,7 +21,7 @@ const abiPages = (files: readonly number[]) =>
 const value = (s: number, f: number) => (BigInt(s) << 32n) | (BigInt(f) * 7919n + 0xabcn);
 const sname = (s: number) => `scale-${s}`;
 
-describe("geometry assumed by these tests (SPEC §3)", () => {
+describe("geometry assumed by these tests", () => {
   it("819 sessions per 16-page block, 127 files per 2-page block", () => {
     expect(SESSION_BLOCKS.perBlock).toBe(Math.floor((16 * PAGE_SIZE - 16) / 80));
     expect(SESSION_BLOCKS.perBlock).toBe(819);

@@ -1,4 +1,4 @@
-// Race exploration with fast-check's scheduler (issue 4 item 2).
+// Race exploration with fast-check's scheduler .
 //
 // A small async file handler ("race-v1") and FLB ("race-flb-v1") whose every callback awaits a
 // promise scheduled by fc.scheduler(), so the scheduler decides how concurrent operations
@@ -18,7 +18,7 @@
 //      resolved successfully; nothing commits on a session after its close committed; every
 //      serialize-lock reader that settles after `reboot:done` rejected with ESHUTDOWN (a waiter
 //      on the serialize lock never completes after a successful kexec). Registration is not a
-//      serialize-lock reader (SPEC §2.6); it is covered by properties 4 and 5.
+//      serialize-lock reader; it is covered by properties 4 and 5.
 //   2. The handover equals a serial order of the committed operations: applying the commits in
 //      their order to a model (sessions → tokens → content) is consistent at every step (a
 //      preserve lands in a live session, with a fresh token, of a file owned by nobody — a closing
@@ -169,7 +169,7 @@ function raceKit(rig: Rig): RaceKit {
       const where = `preserve ${session.sessionName}/${token}`;
       rig.held(where, [sessionLock(session.sessionName)]);
       await rig.tick(where);
-      // The FLB is preserved before its first dependent file (SPEC §2.3): its object is live.
+      // The FLB is preserved before its first dependent file: its object is live.
       if ((await access.getOutgoing(flb))?.magic !== FLB_MAGIC)
         rig.violations.push(`${where}: no FLB object`);
       return { data: kho.allocPreserve(PAGE_SIZE).phys };
@@ -337,7 +337,7 @@ const ALLOWED: Record<OpKind, readonly ErrnoCode[]> = {
 };
 
 /**
- * Operations that take the serialize lock as readers (SPEC §2.6). Registration takes only the
+ * Operations that take the serialize lock as readers. Registration takes only the
  * session-list locks: a registration that got them while a reboot was between freeze and commit
  * finishes with its own result (it can only succeed when no session exists, so it cannot change
  * the handover); it is checked for deadlock, hierarchy and errno only.
@@ -1154,7 +1154,7 @@ async function runPhaseB(
     byToken.set(k, file);
     if (dec(file.content) !== original(r.session, r.token)) problems.push(`retrieveFd ${k}: wrong content`);
   }
-  // A retrieved file is preserved again only after its session's FINISH released it (SPEC §2.3).
+  // A retrieved file is preserved again only after its session's FINISH released it.
   for (const op of ops.all) {
     if (op.kind !== "preserve" || op.state !== "ok" || !op.source) continue;
     const finished = rig.trace.find(
@@ -1194,7 +1194,7 @@ async function runPhaseB(
     }
     next = await retryAfterFailedReboot(run, q);
   }
-  // Incoming sessions are never carried (SPEC §2.6): only the Y sessions (and R) may come over.
+  // Incoming sessions are never carried: only the Y sessions (and R) may come over.
   // Retrieved-but-not-finished incoming files stay owned by the old kernel until it halts.
   const retrieved = new Set<string>();
   for (const e of rig.trace) {

@@ -8,7 +8,7 @@
 // retrieve must keep vetoing FINISH (its domains may still translate for preserved devices, as
 // the kernel's can_finish requires a retrieved file); liveupdate.test.ts checks that instead.
 import { expect } from "vitest";
-import { describeHandlerConformance } from "@luo/core/testing";
+import { describeHandlerConformance } from "@luo/core/testing/conformance";
 import { memfd } from "@luo/memfd-handler";
 import {
   IOMMUFD_LUO_COMPATIBLE,

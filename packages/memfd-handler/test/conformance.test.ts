@@ -1,10 +1,10 @@
 // The core's handler conformance kit run against "memfd-v2": the same lifecycle checks every
-// handler must pass (preserve/unpreserve, double preservation, neighbour freeze failures, kexec,
-// retrieve twice, sticky retrieve failure, finish with and without retrieve, veto, re-preserve,
-// leak checks against a fresh boot).
+// handler must pass (preserve/unpreserve, double preservation, refusing foreign files, neighbour
+// freeze failures, writes after preserve surviving kexec, retrieve twice, sticky retrieve failure,
+// finish with and without retrieve, veto, re-preserve, leak checks against a fresh boot).
 import { expect } from "vitest";
 import { PAGE_SIZE } from "@luo/core";
-import { describeHandlerConformance } from "@luo/core/testing";
+import { describeHandlerConformance } from "@luo/core/testing/conformance";
 import { MEMFD_LUO_COMPATIBLE, MEMFD_LUO_SER, memfd, memfdCreate, memfdFile } from "@luo/memfd-handler";
 import { bytes, firstDifference } from "./helpers/boot.js";
 
@@ -16,6 +16,8 @@ import { bytes, firstDifference } from "./helpers/boot.js";
  */
 const content = (i: number): Uint8Array => bytes(2 * PAGE_SIZE + 100 * i + 1, i + 1);
 const offset = (i: number): number => ((i % 2) + 1) * PAGE_SIZE;
+/** What `mutate` writes over the start of the data after PRESERVE_FD. */
+const CHANGE = bytes(100, 0xa5);
 
 describeHandlerConformance<number>(() => ({
   compatible: MEMFD_LUO_COMPATIBLE,
@@ -27,9 +29,13 @@ describeHandlerConformance<number>(() => ({
     proc.lseek(fd, 10 + i, 0);
     return { fd, expected: i };
   },
-  verify(proc, fd, { expected }) {
+  mutate(proc, fd, { expected }) {
+    proc.pwrite(fd, CHANGE, offset(expected!));
+  },
+  verify(proc, fd, { expected, mutated }) {
     const i = expected!;
     const data = content(i);
+    if (mutated) data.set(CHANGE, 0);
     expect(memfdFile(proc, fd).size()).toBe(offset(i) + data.length);
     const hole = proc.pread(fd, offset(i), 0);
     expect(hole.length).toBe(offset(i));

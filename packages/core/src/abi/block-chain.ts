@@ -9,8 +9,8 @@
  * session records' seal slides records over holes and writes `files`/`nfiles` of the sessions
  * that have files, and a file set's freeze rewrites the records whose data `freeze` changed.
  * Blocks are linked through their `next` field at growth time. Invariant kept by callers:
- * blocks = ⌈entries / perBlock⌉, so an outgoing chain never carries an empty block (the kernel's
- * Q5 bug). Errors: `ENOSPC` beyond
+ * blocks = ⌈entries / perBlock⌉, so an outgoing chain never carries an empty block (the kernel
+ * can leave one behind after removals; see docs/differences.md). Errors: `ENOSPC` beyond
  * {@link LUO_MAX_BLOCKS}, `ENOMEM` when pages run out; a failed grow removes the blocks it added.
  *
  * @module
@@ -23,10 +23,16 @@ import { BLOCK_HEADER_SIZE, LUO_MAX_BLOCKS, type BlockGeometry } from "./layout.
 /**
  * Writes entry `index` into `view` at byte `offset`. The entry's space holds what was written
  * there before (zero for a new entry), so a writer may update single fields.
+ *
+ * @category Handover ABI
  */
 export type EntryWriter = (view: DataView, bytes: Uint8Array, offset: number, index: number) => void;
 
-/** A chain of preserved blocks owned by the outgoing kernel. */
+/**
+ * A chain of preserved blocks owned by the outgoing kernel.
+ *
+ * @category Handover ABI
+ */
 export class BlockChain {
   private readonly blocks: PreservedBlock[] = [];
   private readonly views: DataView[] = [];

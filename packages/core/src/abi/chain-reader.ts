@@ -16,7 +16,11 @@ import { PAGE_SIZE } from "../machine/index.js";
 import type { KhoIncoming } from "../kho/index.js";
 import { BLOCK_HEADER_SIZE, LUO_MAX_BLOCKS, type BlockGeometry } from "./layout.js";
 
-/** Reads entry `index` from `bytes` at `offset`. */
+/**
+ * Reads entry `index` from `bytes` at `offset`.
+ *
+ * @category Handover ABI
+ */
 export type EntryReader<T> = (
   view: DataView,
   bytes: Uint8Array,
@@ -25,7 +29,11 @@ export type EntryReader<T> = (
   block: bigint,
 ) => T;
 
-/** The entries of a chain and the addresses of its blocks (to free them later). */
+/**
+ * The entries of a chain and the addresses of its blocks (to free them later).
+ *
+ * @category Handover ABI
+ */
 export interface ReadChain<T> {
   /** Decoded entries in chain order. */
   readonly entries: T[];
@@ -44,6 +52,8 @@ const where = (label: string, index: number, block: bigint): string =>
  * `label` names the chain in panic messages (e.g. `file chain of session "vm-0"`). `claimed`
  * (block address → label of the chain that holds it) is shared by the chains of one handover:
  * a block already in it is a panic, and this chain's blocks are added to it.
+ *
+ * @category Handover ABI
  */
 export function readChain<T>(
   kho: KhoIncoming,

@@ -33,7 +33,11 @@ import {
 } from "./layout.js";
 import { readFixedString } from "./strings.js";
 
-/** A file record handed over inside a session. */
+/**
+ * A file record handed over inside a session.
+ *
+ * @category Handover ABI
+ */
 export interface IncomingFileRecord {
   /** Compatible of the handler that preserved it. */
   readonly compatible: string;
@@ -43,7 +47,11 @@ export interface IncomingFileRecord {
   readonly token: bigint;
 }
 
-/** A session record handed over by the previous kernel. */
+/**
+ * A session record handed over by the previous kernel.
+ *
+ * @category Handover ABI
+ */
 export interface IncomingSessionRecord {
   /** Session name. */
   readonly name: string;
@@ -53,7 +61,11 @@ export interface IncomingSessionRecord {
   readonly fileBlocks: bigint[];
 }
 
-/** An FLB record handed over by the previous kernel. */
+/**
+ * An FLB record handed over by the previous kernel.
+ *
+ * @category Handover ABI
+ */
 export interface IncomingFlbRecord {
   /** FLB compatible. */
   readonly compatible: string;
@@ -63,7 +75,11 @@ export interface IncomingFlbRecord {
   readonly count: bigint;
 }
 
-/** Everything LUO received from the previous kernel. */
+/**
+ * Everything LUO received from the previous kernel.
+ *
+ * @category Handover ABI
+ */
 export interface LuoIncomingHandover {
   /** The previous kernel's live-update number (this kernel's is one more). */
   readonly liveupdateNumber: bigint;
@@ -121,6 +137,8 @@ function checkFileCount(s: SessionEntry, held: number): void {
 /**
  * Reads the LUO handover. Returns `undefined` when the previous kernel published no "LUO" subtree.
  * Throws {@link KernelPanicError} on any corruption.
+ *
+ * @category Handover ABI
  */
 export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefined {
   let fdtPhys: bigint;

@@ -24,7 +24,11 @@ import {
   LUO_SESSION_COMPATIBLE,
 } from "./layout.js";
 
-/** One FLB record to serialize. */
+/**
+ * One FLB record to serialize.
+ *
+ * @category Handover ABI
+ */
 export interface FlbRecord {
   /** Validated compatible bytes (1..47, no NUL). */
   readonly compatible: Uint8Array;
@@ -34,7 +38,11 @@ export interface FlbRecord {
   readonly count: bigint;
 }
 
-/** The outgoing handover pages of one kernel. */
+/**
+ * The outgoing handover pages of one kernel.
+ *
+ * @category Handover ABI
+ */
 export class LuoOutgoingAbi {
   /** The session records (written by session creation, sealed at reboot). */
   readonly sessions: SessionRecords;

@@ -21,13 +21,21 @@ import { BlockChain } from "./block-chain.js";
 import { SESSION_BLOCKS, SESSION_SER } from "./layout.js";
 import { writeSessionName } from "./strings.js";
 
-/** Where one session's record lives; the index moves when records are compacted. */
+/**
+ * Where one session's record lives; the index moves when records are compacted.
+ *
+ * @category Handover ABI
+ */
 export class SessionSlot {
   /** @param index - slot index in the chain */
   constructor(public index: number) {}
 }
 
-/** A session with files, as the reboot path writes it. */
+/**
+ * A session with files, as the reboot path writes it.
+ *
+ * @category Handover ABI
+ */
 export interface SessionFilesField {
   /** The session's record. */
   readonly slot: SessionSlot;
@@ -37,7 +45,11 @@ export interface SessionFilesField {
   readonly fileCount: number;
 }
 
-/** The outgoing session records of one kernel, in creation order. */
+/**
+ * The outgoing session records of one kernel, in creation order.
+ *
+ * @category Handover ABI
+ */
 export class SessionRecords {
   private readonly chain: BlockChain;
   /** Slot index → its session's slot, or `undefined` for a hole. */

@@ -20,6 +20,8 @@ const LONE_SURROGATE = /\p{Cs}/u;
 /**
  * Encodes `value` for a `char[size]` field. `EINVAL` (naming `what`) when it has a lone surrogate,
  * is empty, contains NUL, or is `size - 1` bytes or longer.
+ *
+ * @category Handover ABI
  */
 export function encodeFixedString(value: string, size: number, what: string): Uint8Array {
   if (typeof value !== "string") throw new LiveUpdateError("EINVAL", `${what} must be a string`);
@@ -44,6 +46,8 @@ export function encodeFixedString(value: string, size: number, what: string): Ui
 /**
  * Reads a `char[size]` field. Returns `undefined` when there is no NUL inside the field, the
  * string is empty, or it is not valid UTF-8 (callers turn that into a kernel panic).
+ *
+ * @category Handover ABI
  */
 export function readFixedString(view: Uint8Array, offset: number, size: number): string | undefined {
   const end = view.indexOf(0, offset);
@@ -51,7 +55,11 @@ export function readFixedString(view: Uint8Array, offset: number, size: number):
   return decodeUtf8(view.subarray(offset, end));
 }
 
-/** Decodes `bytes` as UTF-8; `undefined` when they are not valid UTF-8. */
+/**
+ * Decodes `bytes` as UTF-8; `undefined` when they are not valid UTF-8.
+ *
+ * @category Handover ABI
+ */
 export function decodeUtf8(bytes: Uint8Array): string | undefined {
   try {
     return decoder.decode(bytes);
@@ -63,6 +71,8 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
 /**
  * Writes an already validated session name (1..63 bytes) into a zeroed `char name[64]` slot
  * without allocating (one per session creation; a handover may hold hundreds of thousands).
+ *
+ * @category Handover ABI
  */
 export function writeSessionName(view: Uint8Array, offset: number, name: string): void {
   // ASCII names (the common case) are copied byte by byte: no view object per session.

@@ -265,6 +265,8 @@ class StructReader {
  * @param blob - the bytes of the blob
  * @returns the tree, with property values copied out of `blob`
  * @throws {@link FdtError} (with the byte offset of the problem) on any malformed input
+ *
+ * @category FDT
  */
 export function decodeFdt(blob: Uint8Array): FdtTree {
   const h = peekFdtHeader(blob);

@@ -111,6 +111,8 @@ class Writer {
  *   siblings, depth at most {@link FDT_MAX_DEPTH}, reservations (size ≥ 1) and `bootCpuid` in range
  * @returns a new buffer holding exactly `totalsize` bytes
  * @throws {@link FdtError} when the tree cannot be represented
+ *
+ * @category FDT
  */
 export function encodeFdt(tree: FdtTree): Uint8Array {
   const { root, reservations, bootCpuid } = tree;

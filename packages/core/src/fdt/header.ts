@@ -12,7 +12,11 @@ import { FDT_HEADER_FIELD, FDT_HEADER_SIZE, FDT_MAGIC, FDT_VERSION } from "./for
 /** The oldest blob version the reader accepts (version 16 has no `size_dt_struct`). */
 const FDT_MIN_READ_VERSION = 16;
 
-/** The ten header fields of a blob, as stored (all u32). */
+/**
+ * The ten header fields of a blob, as stored (all u32).
+ *
+ * @category FDT
+ */
 export interface FdtHeader {
   /** Always {@link FDT_MAGIC} once validated. */
   magic: number;
@@ -36,7 +40,11 @@ export interface FdtHeader {
   sizeDtStruct: number;
 }
 
-/** Size of the header as laid out by `version` (36 bytes before version 17, 40 from it). */
+/**
+ * Size of the header as laid out by `version` (36 bytes before version 17, 40 from it).
+ *
+ * @category FDT
+ */
 export function fdtHeaderSize(version: number): number {
   return version >= 17 ? FDT_HEADER_SIZE : FDT_HEADER_SIZE - 4;
 }
@@ -48,6 +56,8 @@ export function fdtHeaderSize(version: number): number {
  *
  * @param blob - at least the first 40 bytes of a blob
  * @throws {@link FdtError} when the header is short or invalid
+ *
+ * @category FDT
  */
 export function peekFdtHeader(blob: Uint8Array): FdtHeader {
   if (blob.length < FDT_HEADER_SIZE) {
@@ -94,6 +104,8 @@ export function peekFdtHeader(blob: Uint8Array): FdtHeader {
  *
  * @param blob - at least the first 40 bytes of a blob
  * @throws {@link FdtError} when the header is short or invalid
+ *
+ * @category FDT
  */
 export function fdtTotalSize(blob: Uint8Array): number {
   return peekFdtHeader(blob).totalSize;

@@ -19,6 +19,8 @@ const PROPERTY_NAME = /^[0-9A-Za-z,._+?#-]{1,31}$/;
  * 1–31 characters from `[0-9A-Za-z,._+-]` starting with a letter).
  *
  * @param name - the candidate node name
+ *
+ * @category FDT
  */
 export function isValidFdtNodeName(name: string): boolean {
   return NODE_NAME.test(name);
@@ -28,6 +30,8 @@ export function isValidFdtNodeName(name: string): boolean {
  * True when `name` is a valid property name (1–31 characters from `[0-9A-Za-z,._+?#-]`).
  *
  * @param name - the candidate property name
+ *
+ * @category FDT
  */
 export function isValidFdtPropertyName(name: string): boolean {
   return PROPERTY_NAME.test(name);

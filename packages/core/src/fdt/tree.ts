@@ -9,10 +9,18 @@ import { FdtError } from "../errors.js";
 import { isValidFdtNodeName, isValidFdtPropertyName } from "./names.js";
 import type { FdtNode, FdtReservation, FdtTree } from "./types.js";
 
-/** Properties given to {@link fdtNode}: a record (object key order) or name/value pairs in order. */
+/**
+ * Properties given to {@link fdtNode}: a record (object key order) or name/value pairs in order.
+ *
+ * @category FDT
+ */
 export type FdtPropsInit = Readonly<Record<string, Uint8Array>> | Iterable<readonly [string, Uint8Array]>;
 
-/** Options of {@link fdtTree}. */
+/**
+ * Options of {@link fdtTree}.
+ *
+ * @category FDT
+ */
 export interface FdtTreeOptions {
   /** Memory reservation entries (default none). */
   reservations?: readonly FdtReservation[];
@@ -35,6 +43,8 @@ function isIterable(x: FdtPropsInit): x is Iterable<readonly [string, Uint8Array
  * @param props - properties, in blob order
  * @param children - child nodes, in blob order
  * @throws {@link FdtError} on an invalid or duplicate name or a non-byte value
+ *
+ * @category FDT
  */
 export function fdtNode(name: string, props: FdtPropsInit = {}, children: readonly FdtNode[] = []): FdtNode {
   if (name !== "" && !isValidFdtNodeName(name))
@@ -62,6 +72,8 @@ export function fdtNode(name: string, props: FdtPropsInit = {}, children: readon
  * @param root - the root node
  * @param options - reservations and boot CPU id
  * @throws {@link FdtError} when the root has a name
+ *
+ * @category FDT
  */
 export function fdtTree(root: FdtNode, options: FdtTreeOptions = {}): FdtTree {
   if (root.name !== "") throw new FdtError(`root node must be named "", not "${root.name}"`);
@@ -80,6 +92,8 @@ export function fdtTree(root: FdtNode, options: FdtTreeOptions = {}): FdtTree {
  * @param path - an absolute path starting with `/`
  * @returns the node, or `undefined` when there is none at that path
  * @throws {@link FdtError} when `path` does not start with `/`
+ *
+ * @category FDT
  */
 export function findFdtNode(from: FdtTree | FdtNode, path: string): FdtNode | undefined {
   if (!path.startsWith("/")) throw new FdtError(`path must be absolute: ${JSON.stringify(path)}`);
@@ -97,6 +111,8 @@ export function findFdtNode(from: FdtTree | FdtNode, path: string): FdtNode | un
  *
  * @param node - the node
  * @param name - the property name
+ *
+ * @category FDT
  */
 export function getProp(node: FdtNode, name: string): Uint8Array | undefined {
   return node.props.get(name);

@@ -12,6 +12,8 @@
  * Property values are raw bytes (use the `fdtString`/`fdtU32`/... helpers to build them and the
  * `readFdt*` helpers to interpret them). Map insertion order and `children` order are the order
  * in the blob.
+ *
+ * @category FDT
  */
 export interface FdtNode {
   /** Node name with optional unit address, e.g. `"LUO"` or `"memory@1000"`; `""` for the root. */
@@ -22,7 +24,11 @@ export interface FdtNode {
   children: FdtNode[];
 }
 
-/** One entry of the memory reservation block. */
+/**
+ * One entry of the memory reservation block.
+ *
+ * @category FDT
+ */
 export interface FdtReservation {
   /** Physical start address (u64). */
   address: bigint;
@@ -33,7 +39,11 @@ export interface FdtReservation {
   size: bigint;
 }
 
-/** A whole flattened device tree: what one blob holds. */
+/**
+ * A whole flattened device tree: what one blob holds.
+ *
+ * @category FDT
+ */
 export interface FdtTree {
   /** The root node; its name is `""`. */
   root: FdtNode;

@@ -40,6 +40,8 @@ function decodeText(bytes: Uint8Array, what: string): string {
  *
  * @param s - the string; must not contain NUL or lone surrogates
  * @throws {@link FdtError} when `s` cannot be stored
+ *
+ * @category FDT
  */
 export function fdtString(s: string): Uint8Array {
   const bytes = encodeText(s, "string value");
@@ -54,6 +56,8 @@ export function fdtString(s: string): Uint8Array {
  *
  * @param list - the strings; none may contain NUL or lone surrogates
  * @throws {@link FdtError} when a string cannot be stored
+ *
+ * @category FDT
  */
 export function fdtStringList(list: readonly string[]): Uint8Array {
   const parts = list.map((s, i) => encodeText(s, `string list item ${i}`));
@@ -71,6 +75,8 @@ export function fdtStringList(list: readonly string[]): Uint8Array {
  *
  * @param n - an integer in [0, 2^32)
  * @throws {@link FdtError} when `n` is out of range or not an integer
+ *
+ * @category FDT
  */
 export function fdtU32(n: number): Uint8Array {
   if (!Number.isInteger(n) || n < 0 || n > U32_MAX) throw new FdtError(`u32 value out of range: ${n}`);
@@ -84,6 +90,8 @@ export function fdtU32(n: number): Uint8Array {
  *
  * @param n - an integer in [0, 2^64)
  * @throws {@link FdtError} when `n` is out of range
+ *
+ * @category FDT
  */
 export function fdtU64(n: bigint): Uint8Array {
   if (typeof n !== "bigint" || n < 0n || n > U64_MAX) throw new FdtError(`u64 value out of range: ${n}`);
@@ -98,6 +106,8 @@ export function fdtU64(n: bigint): Uint8Array {
  * @param input - the raw property value (`undefined` when the property is missing)
  * @param what - names the property in error messages
  * @throws {@link FdtError} when the value is missing or not a single NUL-terminated UTF-8 string
+ *
+ * @category FDT
  */
 export function readFdtString(input: Uint8Array | undefined, what = "string property"): string {
   const value = present(input, what);
@@ -117,6 +127,8 @@ export function readFdtString(input: Uint8Array | undefined, what = "string prop
  * @param input - the raw property value (`undefined` when the property is missing)
  * @param what - names the property in error messages
  * @throws {@link FdtError} when the value is missing, does not end with NUL or holds invalid UTF-8
+ *
+ * @category FDT
  */
 export function readFdtStringList(input: Uint8Array | undefined, what = "string-list property"): string[] {
   const value = present(input, what);
@@ -140,6 +152,8 @@ export function readFdtStringList(input: Uint8Array | undefined, what = "string-
  * @param input - the raw property value (`undefined` when the property is missing)
  * @param what - names the property in error messages
  * @throws {@link FdtError} when the value is missing or not 4 bytes long
+ *
+ * @category FDT
  */
 export function readFdtU32(input: Uint8Array | undefined, what = "u32 property"): number {
   const value = present(input, what);
@@ -153,6 +167,8 @@ export function readFdtU32(input: Uint8Array | undefined, what = "u32 property")
  * @param input - the raw property value (`undefined` when the property is missing)
  * @param what - names the property in error messages
  * @throws {@link FdtError} when the value is missing or not 8 bytes long
+ *
+ * @category FDT
  */
 export function readFdtU64(input: Uint8Array | undefined, what = "u64 property"): bigint {
   const value = present(input, what);

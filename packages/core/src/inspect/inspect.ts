@@ -20,6 +20,8 @@ import type { HandoverView } from "../liveupdate/index.js";
 /**
  * Everything a handover carries, as `luo inspect` reports it: the sessions, files and FLBs of
  * {@link HandoverView} plus the KHO facts and the raw blobs.
+ *
+ * @category Inspect
  */
 export interface HandoverReport extends HandoverView {
   /** Physical address of the KHO root FDT. */
@@ -40,6 +42,22 @@ function blobAt(machine: Machine, phys: bigint): Uint8Array {
 /**
  * Validates and reads the handover of `machine`. Errors: `ENOENT` when no handover is pending,
  * {@link KernelPanicError} when it is corrupt.
+ *
+ * @example
+ * ```ts
+ * import { Machine, formatHandoverReport, inspectHandover } from "@luo/core";
+ * import { rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const image = join(tmpdir(), `inspect-example-${process.pid}.img`);
+ * await (await new Machine({ memory: "16 MiB" }).boot()).kexec({ saveTo: image });
+ * // Inspect a copy you will not boot: inspecting rebuilds its allocator.
+ * console.log(formatHandoverReport(inspectHandover(await Machine.load(image))));
+ * await rm(image);
+ * ```
+ *
+ * @category Entry points
  */
 export function inspectHandover(machine: Machine): HandoverReport {
   if (machine.khoRoot === 0n)
@@ -61,7 +79,11 @@ export function inspectHandover(machine: Machine): HandoverReport {
   };
 }
 
-/** Renders a report as the text `luo inspect` prints. */
+/**
+ * Renders a report as the text `luo inspect` prints.
+ *
+ * @category Inspect
+ */
 export function formatHandoverReport(r: HandoverReport): string {
   const lines = [
     `KHO root: ${hex(r.khoRoot)} (subtrees: ${r.subtrees.join(", ") || "none"})`,
@@ -81,6 +103,8 @@ export function formatHandoverReport(r: HandoverReport): string {
 /**
  * The report as JSON-safe data, blobs omitted: addresses (`khoRoot`, file and FLB `data`) as
  * `0x` hex strings, the other bigints (`liveupdateNumber`, tokens, FLB counts) as decimal strings.
+ *
+ * @category Inspect
  */
 export function handoverReportJson(r: HandoverReport): unknown {
   return {

@@ -12,10 +12,18 @@ import { LiveUpdateError } from "../errors.js";
 import type { KernelFile } from "./file.js";
 import type { Process } from "./process.js";
 
-/** Opens a device node for a process; returns the new file object (with one reference). */
+/**
+ * Opens a device node for a process; returns the new file object (with one reference).
+ *
+ * @category Kernel files and processes
+ */
 export type DeviceOpener = (proc: Process) => KernelFile | Promise<KernelFile>;
 
-/** State shared by every process of one booted kernel. */
+/**
+ * State shared by every process of one booted kernel.
+ *
+ * @category Kernel files and processes
+ */
 export class KernelContext {
   private readonly devices = new Map<string, DeviceOpener>();
   private haltError: LiveUpdateError | undefined;

@@ -13,16 +13,36 @@
 import { LiveUpdateError } from "../errors.js";
 import type { Process } from "./process.js";
 
-/** `lseek` whence values. */
+/**
+ * `lseek` whence values.
+ *
+ * @category Kernel files and processes
+ */
 export const SEEK_SET = 0;
-/** `lseek` relative to the current position. */
+/**
+ * `lseek` relative to the current position.
+ *
+ * @category Kernel files and processes
+ */
 export const SEEK_CUR = 1;
-/** `lseek` relative to the end of the file. */
+/**
+ * `lseek` relative to the end of the file.
+ *
+ * @category Kernel files and processes
+ */
 export const SEEK_END = 2;
 
-/** `fallocate` mode bit: do not change the file size. */
+/**
+ * `fallocate` mode bit: do not change the file size.
+ *
+ * @category Kernel files and processes
+ */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
-/** `fallocate` mode bit: deallocate the range (must be combined with KEEP_SIZE). */
+/**
+ * `fallocate` mode bit: deallocate the range (must be combined with KEEP_SIZE).
+ *
+ * @category Kernel files and processes
+ */
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 
 /** Options of the waiting syscalls ({@link Process.readAsync}, {@link Process.writeAsync}). */
@@ -33,7 +53,11 @@ export interface WaitOptions {
 
 let nextInode = 1;
 
-/** Allocates a fresh inode number for a new file object (identity for double preservation). */
+/**
+ * Allocates a fresh inode number for a new file object (identity for double preservation).
+ *
+ * @category Kernel files and processes
+ */
 export function allocInode(): number {
   return nextInode++;
 }
@@ -41,6 +65,8 @@ export function allocInode(): number {
 /**
  * A kernel file object. Subclasses override the operations they support; the defaults fail with
  * the errno Linux returns for a file type without that operation.
+ *
+ * @category Entry points
  */
 export abstract class KernelFile {
   /** File-type name shown in messages, e.g. `memfd:guest-ram`. */
@@ -137,6 +163,12 @@ export abstract class KernelFile {
   size(): number {
     throw new LiveUpdateError("ESPIPE", `${this.description} is not seekable`);
   }
+
+  /**
+   * A file type's own `lseek` (e.g. `/dev/null` always returns 0): returns the new position.
+   * Absent: the generic seek over the position and {@link KernelFile.size}.
+   */
+  llseek?(offset: number, whence: number): number;
 
   /** Changes the size. Default: `EINVAL`. */
   truncate(_length: number): void {

@@ -40,3 +40,11 @@ export {
   eventfdFile,
   eventfdCtxFdget,
 } from "./eventfd.js";
+export {
+  DEV_NULL_PATH,
+  DEV_ZERO_PATH,
+  MAX_RW_COUNT,
+  NullDevice,
+  ZeroDevice,
+  registerCharDevices,
+} from "./chardev.js";

@@ -31,12 +31,24 @@ import {
   type RecvOptions,
 } from "./unix-socket.js";
 
-/** `fcntl` command: add seals. */
+/**
+ * `fcntl` command: add seals.
+ *
+ * @category Kernel files and processes
+ */
 export const F_ADD_SEALS = 1033;
-/** `fcntl` command: read seals. */
+/**
+ * `fcntl` command: read seals.
+ *
+ * @category Kernel files and processes
+ */
 export const F_GET_SEALS = 1034;
 
-/** Largest file offset accepted by the syscalls (fits a JS safe integer). */
+/**
+ * Largest file offset accepted by the syscalls (fits a JS safe integer).
+ *
+ * @category Kernel files and processes
+ */
 export const MAX_FILE_OFFSET = 2 ** 52;
 
 /** Checks a file offset or length argument of syscall `op`; `EINVAL` naming what is wrong. */
@@ -61,7 +73,30 @@ function checkWaitOptions(options: WaitOptions | undefined, what: string): void 
   }
 }
 
-/** A user process: a name, a pid and an fd table. */
+/**
+ * A user process: a name, a pid and an fd table. Start one with `kernel.spawn(name)`.
+ *
+ * Every syscall fails with `ESHUTDOWN` once the kernel halted (replaced by a live update or shut
+ * down), `ESRCH` after {@link Process.exit}, and `EBADF` for an fd that is not open; the codes
+ * listed on each method come on top. File-type specific errors (memfd seals: `EPERM`; a file
+ * type without the operation: `EINVAL`, `ESPIPE`, `EOPNOTSUPP`) come from the file object.
+ *
+ * @example
+ * ```ts
+ * import { Machine, SEEK_SET } from "@luo/core";
+ * import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const kernel = await new Machine({ memory: "16 MiB" }).boot({ plugins: [testHandlerPlugin()] });
+ * const proc = kernel.spawn("vmm");
+ * const fd = createTestFile(proc, "state");
+ * proc.write(fd, new TextEncoder().encode("hello"));
+ * proc.lseek(fd, 0, SEEK_SET);
+ * console.log(new TextDecoder().decode(proc.read(fd, 5))); // "hello"
+ * proc.close(fd);
+ * ```
+ *
+ * @category Entry points
+ */
 export class Process {
   private readonly fds = new Map<number, KernelFile>();
   /** No fd below this is free (keeps lowest-free allocation O(1) amortized). */
@@ -89,7 +124,7 @@ export class Process {
     if (this.exited) throw new LiveUpdateError("ESRCH", `process ${this.name} (pid ${this.pid}) has exited`);
   }
 
-  /** The file behind `fd` (no new reference). `EBADF` if `fd` is not open. */
+  /** The file behind `fd` (no new reference). Errors: `EBADF`, `ESRCH`, `ESHUTDOWN`. */
   file(fd: number): KernelFile {
     this.check();
     const f = this.fds.get(fd);
@@ -105,7 +140,7 @@ export class Process {
     return f;
   }
 
-  /** Installs `file` at the lowest free fd, consuming one reference the caller owns. */
+  /** Installs `file` at the lowest free fd, consuming one reference the caller owns. Errors: `ESRCH`, `ESHUTDOWN`. */
   installFile(file: KernelFile): number {
     this.check();
     let fd = this.lowestFree;
@@ -115,14 +150,17 @@ export class Process {
     return fd;
   }
 
-  /** Opens a device node registered by the kernel or a plugin. `ENOENT` for unknown paths. */
+  /**
+   * Opens a device node registered by the kernel or a plugin. Errors: `ENOENT` (no such node),
+   * the device's own open errors (/dev/liveupdate: `EBUSY`, `EIO`), `ESRCH`, `ESHUTDOWN`.
+   */
   async open(path: string): Promise<number> {
     this.check();
     const file = await this.kernel.device(path)(this);
     return this.installFile(file);
   }
 
-  /** Closes `fd`, dropping its reference. `EBADF` if not open. */
+  /** Closes `fd`, dropping its reference. Errors: `EBADF`, `ESRCH`, `ESHUTDOWN`. */
   close(fd: number): void {
     const f = this.file(fd);
     this.fds.delete(fd);
@@ -130,12 +168,15 @@ export class Process {
     f.put();
   }
 
-  /** Duplicates `fd` onto the lowest free fd (same file object). */
+  /** Duplicates `fd` onto the lowest free fd (same file object). Errors: `EBADF`, `ESRCH`, `ESHUTDOWN`. */
   dup(fd: number): number {
     return this.installFile(this.file(fd).get());
   }
 
-  /** Reads up to `length` bytes at the file position and advances it. */
+  /**
+   * Reads up to `length` bytes at the file position and advances it. Errors: `EBADF`, `EINVAL`
+   * (bad length, or the file cannot be read), `ESRCH`, `ESHUTDOWN`.
+   */
   read(fd: number, length: number): Uint8Array {
     const f = this.file(fd);
     checkOffset(length, "length", "read");
@@ -144,7 +185,11 @@ export class Process {
     return out;
   }
 
-  /** Writes `data` at the file position and advances it; returns bytes written. */
+  /**
+   * Writes `data` at the file position and advances it; returns bytes written. Errors: `EBADF`,
+   * `EINVAL` (the file cannot be written), `EPERM` (sealed memfd), `EFBIG`/`ENOMEM`
+   * from the file, `ESRCH`, `ESHUTDOWN`.
+   */
   write(fd: number, data: Uint8Array): number {
     const f = this.file(fd);
     const n = f.writeAt(f.pos, data);
@@ -180,7 +225,11 @@ export class Process {
     return n;
   }
 
-  /** Reads up to `length` bytes at `offset` without moving the position. `ESPIPE` for a file without a position. */
+  /**
+   * Reads up to `length` bytes at `offset` without moving the position. Errors: `EBADF`,
+   * `EINVAL` (bad length or offset, or the file cannot be read), `ESPIPE` (a file without a
+   * position), `ESRCH`, `ESHUTDOWN`.
+   */
   pread(fd: number, length: number, offset: number): Uint8Array {
     const f = this.positionalFile(fd, "pread");
     checkOffset(length, "length", "pread");
@@ -188,7 +237,12 @@ export class Process {
     return f.readAt(offset, length);
   }
 
-  /** Writes `data` at `offset` without moving the position; returns bytes written. `ESPIPE` for a file without a position. */
+  /**
+   * Writes `data` at `offset` without moving the position; returns bytes written. Errors:
+   * `EBADF`, `EINVAL` (bad offset, or the file cannot be written), `EPERM` (sealed memfd),
+   * `EFBIG`/`ENOMEM` from the file, `ESPIPE` (a file without a position), `ESRCH`,
+   * `ESHUTDOWN`.
+   */
   pwrite(fd: number, data: Uint8Array, offset: number): number {
     const f = this.positionalFile(fd, "pwrite");
     checkOffset(offset, "offset", "pwrite");
@@ -197,10 +251,12 @@ export class Process {
 
   /**
    * Moves the file position (`SEEK_SET`/`SEEK_CUR`/`SEEK_END`); returns the new position.
-   * `ESPIPE` for a file that cannot seek; a file without a position returns it unchanged.
+   * Errors: `EBADF`, `ESPIPE` (not seekable), `EINVAL` (bad whence or a negative result),
+   * `ESRCH`, `ESHUTDOWN`. A file without a position (an eventfd) returns it unchanged.
    */
   lseek(fd: number, offset: number, whence: number): number {
     const f = this.file(fd);
+    if (f.llseek) return f.llseek(offset, whence);
     if (!f.positional) return f.pos; // noop_llseek
     const size = f.size(); // ESPIPE for files that cannot seek
     let base: number;
@@ -216,14 +272,22 @@ export class Process {
     return pos;
   }
 
-  /** Sets the file size. */
+  /**
+   * Sets the file size. Errors: `EBADF`, `EINVAL` (bad length, or the file has no size),
+   * `EPERM` (sealed memfd), `ENOMEM`, `ESRCH`, `ESHUTDOWN`.
+   */
   ftruncate(fd: number, length: number): void {
     const f = this.file(fd);
     checkOffset(length, "length", "ftruncate");
     f.truncate(length);
   }
 
-  /** Allocates (or with `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`, punches) a range. */
+  /**
+   * Allocates (or with `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`, punches) a range. Errors:
+   * `EBADF`, `EINVAL` (bad offset or length, zero length), `EOPNOTSUPP` (unknown mode, a punch
+   * without KEEP_SIZE, or a file without fallocate), `EPERM` (sealed memfd), `ENOMEM`, `ESRCH`,
+   * `ESHUTDOWN`.
+   */
   fallocate(fd: number, mode: number, offset: number, length: number): void {
     const f = this.file(fd);
     checkOffset(offset, "offset", "fallocate");
@@ -238,7 +302,11 @@ export class Process {
     f.fallocate(mode, offset, length);
   }
 
-  /** `fcntl`: `F_ADD_SEALS` (returns 0) and `F_GET_SEALS` (returns the seals). */
+  /**
+   * `fcntl`: `F_ADD_SEALS` (returns 0) and `F_GET_SEALS` (returns the seals). Errors: `EBADF`,
+   * `EINVAL` (other commands, unknown seal bits, a file without seals), `EPERM` (`F_SEAL_SEAL`
+   * set), `EBUSY` (write seal with live writable mappings), `ESRCH`, `ESHUTDOWN`.
+   */
   fcntl(fd: number, cmd: number, arg = 0): number {
     const f = this.file(fd);
     if (cmd === F_GET_SEALS) return f.getSeals();
@@ -249,7 +317,11 @@ export class Process {
     throw new LiveUpdateError("EINVAL", `fcntl: unsupported command ${cmd} on fd ${fd}`);
   }
 
-  /** `ioctl(fd, cmd, arg)`: `arg` is the argument's user memory (`undefined` = NULL). `EBADF`, `ENOTTY`, … */
+  /**
+   * `ioctl(fd, cmd, arg)`: `arg` is the argument's user memory (`undefined` = NULL). Errors:
+   * `EBADF`, `ENOTTY` (a command the file does not know), `EFAULT` (NULL or short argument),
+   * the command's own errors (see the `LIVEUPDATE_*` constants), `ESRCH`, `ESHUTDOWN`.
+   */
   async ioctl(fd: number, cmd: number, arg?: Uint8Array): Promise<number> {
     return this.file(fd).ioctl(this, cmd, arg);
   }
@@ -407,7 +479,7 @@ export class Process {
     UnixSocket.unlink(this.kernel, path);
   }
 
-  /** Closes every fd; the process can make no further calls. */
+  /** Closes every fd; the process can make no further calls (they fail with `ESRCH`). Idempotent. */
   exit(): void {
     if (this.exited) return;
     const files = [...this.fds.values()];

@@ -9,20 +9,48 @@
  */
 import { PAGE_SHIFT, PAGE_SIZE } from "../machine/index.js";
 
-/** Root compatible string. */
+/**
+ * Root compatible string.
+ *
+ * @category KHO
+ */
 export const KHO_COMPATIBLE = "kho-v1";
-/** Bytes of a map page header `{next, count}`. */
+/**
+ * Bytes of a map page header `{next, count}`.
+ *
+ * @category KHO
+ */
 export const MAP_HEADER_SIZE = 16;
-/** Bytes of a map entry `{phys, order, reserved}`. */
+/**
+ * Bytes of a map entry `{phys, order, reserved}`.
+ *
+ * @category KHO
+ */
 export const MAP_ENTRY_SIZE = 16;
-/** Entries per map page: (4096 − 16) / 16 = 255. */
+/**
+ * Entries per map page: (4096 − 16) / 16 = 255.
+ *
+ * @category KHO
+ */
 export const MAP_ENTRIES_PER_PAGE = (PAGE_SIZE - MAP_HEADER_SIZE) / MAP_ENTRY_SIZE;
-/** Most preserved-memory map pages accepted on restore (a longer chain is a kernel panic). */
+/**
+ * Most preserved-memory map pages accepted on restore (a longer chain is a kernel panic).
+ *
+ * @category KHO
+ */
 export const KHO_MAX_MAP_PAGES = 10000;
-/** Largest root FDT accepted on restore. */
+/**
+ * Largest root FDT accepted on restore.
+ *
+ * @category KHO
+ */
 export const KHO_MAX_ROOT_SIZE = 1 << 21;
 
-/** Page frame number of the page containing `phys` (internal: not re-exported). */
+/**
+ * Page frame number of the page containing `phys` (internal: not re-exported).
+ *
+ * @category KHO
+ */
 export function pfnOf(phys: bigint): number {
   return Number(phys >> BigInt(PAGE_SHIFT));
 }

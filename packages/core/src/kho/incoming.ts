@@ -39,7 +39,11 @@ interface IncomingRange {
   restored: boolean;
 }
 
-/** The incoming handover of one boot. */
+/**
+ * The incoming handover of one boot.
+ *
+ * @category Entry points
+ */
 export class KhoIncoming {
   private readonly ranges = new Map<number, IncomingRange>();
   private readonly subtrees = new Map<string, bigint>();

@@ -18,7 +18,11 @@ import { MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, type Machine } from "../machine/index
 import { hex } from "../machine/hex.js";
 import { KHO_COMPATIBLE, MAP_ENTRIES_PER_PAGE, MAP_ENTRY_SIZE, MAP_HEADER_SIZE, pfnOf } from "./format.js";
 
-/** A preserved, physically contiguous allocation. */
+/**
+ * A preserved, physically contiguous allocation.
+ *
+ * @category KHO
+ */
 export interface PreservedBlock {
   /** Physical address of the first byte. */
   readonly phys: bigint;
@@ -28,7 +32,11 @@ export interface PreservedBlock {
   readonly view: Uint8Array;
 }
 
-/** The smallest order whose block holds `size` bytes; `EINVAL` for size ≤ 0, `E2BIG` above MAX_ORDER. */
+/**
+ * The smallest order whose block holds `size` bytes; `EINVAL` for size ≤ 0, `E2BIG` above MAX_ORDER.
+ *
+ * @category KHO
+ */
 export function orderForSize(size: number): number {
   if (!Number.isSafeInteger(size) || size <= 0) {
     throw new LiveUpdateError("EINVAL", `cannot preserve ${size} bytes: size must be a positive integer`);
@@ -44,7 +52,11 @@ export function orderForSize(size: number): number {
   return order;
 }
 
-/** Outgoing KHO state of one kernel. */
+/**
+ * Outgoing KHO state of one kernel.
+ *
+ * @category Entry points
+ */
 export class Kho {
   /** pfn → order of every folio preserved for the next kernel. */
   private readonly preserved = new Map<number, number>();

@@ -2,25 +2,12 @@
  * The Live Update Orchestrator of one kernel (`luo_core.c`): session lists, the serialize lock,
  * /dev/liveupdate state, deserialization at first open, and the reboot freeze path.
  *
- * Boot: the outgoing handover pages are set up (LUO FDT page, FLB page); incoming records, if
- * any, were read and validated by early boot. The first /dev/liveupdate open turns incoming
- * records into sessions and files (once; a failure is cached and every open fails with `EIO`).
- *
- * Reboot ({@link LiveUpdate.prepareReboot}): take the serialize lock for writing (waits for
- * in-flight session operations, blocks new ones), freeze every outgoing session that has files in
- * creation order (a failure unfreezes the earlier ones in reverse and the kernel continues), then
- * seal the session records (their names were written at creation; here only holes are closed
- * and the file-chain fields and counts written), write the FLB records and the LUO FDT. The returned ticket either commits (the
- * lock is never released; the kernel is halted and every pending or later call rejects with
- * `ESHUTDOWN`) or aborts (unfreeze everything, clear the records, release the lock) when
- * something after serialization fails before the next kernel takes over.
- *
- * Lock hierarchy: serialize → session list (incoming before outgoing) → session → file → FLB.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link LiveUpdate}.
  *
  * @module
  */
 import { LiveUpdateError, toLiveUpdateError } from "../errors.js";
-import type { KernelContext, Process } from "../kernel/index.js";
+import type { KernelContext, KernelFile, Process } from "../kernel/index.js";
 import { LuoOutgoingAbi, type LuoIncomingHandover, type SessionFilesField } from "../abi/index.js";
 import { FlbManager } from "./flb.js";
 import { LiveUpdateEvents } from "./events.js";
@@ -32,7 +19,11 @@ import { toU64, type FileFinishStatus } from "./file.js";
 import type { LuoServices } from "./services.js";
 import { freezeView, type HandoverView } from "./views.js";
 
-/** What a successful freeze hands to the kexec path. */
+/**
+ * What a successful freeze hands to the kexec path.
+ *
+ * @category Sessions
+ */
 export interface RebootTicket {
   /** The next kernel took over: keep the serialize lock forever. */
   commit(): void;
@@ -50,7 +41,11 @@ export interface SessionFinishStatus {
   readonly files: readonly FileFinishStatus[];
 }
 
-/** Counts for observability and leak checks. */
+/**
+ * Counts for observability and leak checks.
+ *
+ * @category Sessions
+ */
 export interface LiveUpdateStats {
   /** Outgoing sessions. */
   readonly outgoingSessions: number;
@@ -60,7 +55,43 @@ export interface LiveUpdateStats {
   readonly ownedFiles: number;
 }
 
-/** The orchestrator of one booted kernel. */
+/**
+ * The orchestrator of one booted kernel.
+ *
+ * Boot: the outgoing handover pages are set up (LUO FDT page, FLB page); incoming records, if
+ * any, were read and validated by early boot. The first /dev/liveupdate open turns incoming
+ * records into sessions and files (once; a failure is cached and every open fails with `EIO`).
+ *
+ * Reboot (`kernel.kexec()`): take the serialize lock for writing (waits for
+ * in-flight session operations, blocks new ones), freeze every outgoing session that has files in
+ * creation order (a failure unfreezes the earlier ones in reverse and the kernel continues), then
+ * seal the session records (their names were written at creation; here only holes are closed
+ * and the file-chain fields and counts written), write the FLB records and the LUO FDT. The returned ticket either commits (the
+ * lock is never released; the kernel is halted and every pending or later call rejects with
+ * `ESHUTDOWN`) or aborts (unfreeze everything, clear the records, release the lock) when
+ * something after serialization fails before the next kernel takes over.
+ *
+ * Lock hierarchy: serialize → session list (incoming before outgoing) → session → file → FLB.
+ *
+ * @example
+ * ```ts
+ * import { Machine } from "@luo/core";
+ * import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const k1 = await new Machine({ memory: "32 MiB" }).boot({ plugins: [testHandlerPlugin({ flbs: 1 })] });
+ * const vmm = k1.spawn("vmm");
+ * const s = await (await vmm.openLiveUpdate()).createSession("vm-0");
+ * await s.preserveFd(createTestFile(vmm, "a"), 7n);
+ * k1.liveupdate.events.on("reboot:done", (e) => console.log(`${e.files} file(s) handed over`));
+ * console.log(k1.liveupdate.handingOver().sessions[0]?.files[0]?.token); // 7n
+ *
+ * const k2 = await k1.kexec();
+ * const { sessions, flbs } = k2.liveupdate.received; // frozen: what kernel#1 handed over
+ * console.log(sessions.map((x) => x.name), flbs[0]?.count); // ["vm-0"] 1n
+ * ```
+ *
+ * @category Entry points
+ */
 export class LiveUpdate {
   /** Typed lifecycle events. */
   readonly events: LiveUpdateEvents;
@@ -102,6 +133,8 @@ export class LiveUpdate {
 
   /**
    * Built by the kernel at boot.
+   *
+   * @internal
    *
    * @param ctx - the kernel's VFS context (halt state)
    * @param services - machine, KHO and container (registries are created here)
@@ -280,35 +313,14 @@ export class LiveUpdate {
       this.incomingSessions.lock.read(async () => {
         const s = this.incomingSessions.get(name);
         if (!s) throw new LiveUpdateError("ENOENT", `no incoming session named "${name}"`);
-        return s.mutex.lock(() => {
-          if (s.retrieved)
-            throw new LiveUpdateError("EINVAL", `incoming session "${name}" was already retrieved`);
-          s.retrieved = true;
-          this.events.emitEvent("session:retrieved", { session: name });
-          return s;
-        });
+        await s.retrieve();
+        return s;
       }),
     );
   }
 
-  private requireKind(s: Session, kind: "outgoing" | "incoming", op: string): void {
-    if (s.kind !== kind) {
-      throw new LiveUpdateError("EINVAL", `${op} needs an ${kind} session; "${s.name}" is ${s.kind}`);
-    }
-  }
-
   /**
-   * Under the session mutex: the session must not be closing, closed or stuck (its fd is gone).
-   * Checked inside the mutex so an operation queued behind a close cannot commit after it.
-   */
-  private requireOpen(s: Session): void {
-    if (s.state === "closing" || s.state === "closed" || s.state === "stuck") {
-      throw new LiveUpdateError("EBADF", `session "${s.name}" is closed`);
-    }
-  }
-
-  /**
-   * PRESERVE_FD. Errors in SPEC §2.3 order: `EINVAL` (kind/token), `EEXIST`, `EBADF`, `ENOENT`, `EBUSY`.
+   * PRESERVE_FD (see {@link Session.preserveFd}); `EINVAL` for a token that is not a u64.
    *
    * @internal
    */
@@ -316,48 +328,30 @@ export class LiveUpdate {
     this.ctx.assertRunning();
     const t = toU64(token, "token");
     await this.serializeLock.read(async () => {
-      this.requireKind(s, "outgoing", "PRESERVE_FD");
-      await s.mutex.lock(async () => {
-        this.requireOpen(s);
-        await s.files.preserve(proc, fd, t);
-        this.outgoingSessions.noteFiles(s);
-      });
+      await s.preserveFd(proc, fd, t);
+      this.outgoingSessions.noteFiles(s);
     });
   }
 
   /**
-   * RETRIEVE_FD: the file for `token` (a new reference). `EINVAL` kind, `ENOENT`, sticky errors.
+   * RETRIEVE_FD (see {@link Session.retrieveFile}); `EINVAL` for a token that is not a u64.
    *
    * @internal
    */
-  async retrieveFile(s: Session, token: bigint | number) {
+  async retrieveFile(s: Session, token: bigint | number): Promise<KernelFile> {
     this.ctx.assertRunning();
     const t = toU64(token, "token");
-    return this.serializeLock.read(async () => {
-      this.requireKind(s, "incoming", "RETRIEVE_FD");
-      return s.mutex.lock(() => {
-        this.requireOpen(s);
-        return s.files.retrieve(t);
-      });
-    });
+    return this.serializeLock.read(() => s.retrieveFile(t));
   }
 
   /**
-   * FINISH. `EINVAL` kind, `EBUSY` veto (nothing changes). Idempotent.
+   * FINISH (see {@link Session.finish}).
    *
    * @internal
    */
   async finish(s: Session): Promise<void> {
     this.ctx.assertRunning();
-    await this.serializeLock.read(async () => {
-      this.requireKind(s, "incoming", "FINISH");
-      await s.mutex.lock(async () => {
-        this.requireOpen(s);
-        await s.files.finish();
-        s.state = "finished";
-      });
-      this.events.emitEvent("session:finished", { session: s.name });
-    });
+    await this.serializeLock.read(() => s.finish());
   }
 
   /**
@@ -368,14 +362,7 @@ export class LiveUpdate {
    */
   async finishStatus(s: Session): Promise<SessionFinishStatus> {
     this.ctx.assertRunning();
-    return this.serializeLock.read(async () => {
-      this.requireKind(s, "incoming", "finish status");
-      return s.mutex.lock(async () => {
-        this.requireOpen(s);
-        const files = s.fileCount > 0 ? await s.files.finishPreview() : [];
-        return { session: s.name, state: s.state === "finished" ? "finished" : "live", files };
-      });
-    });
+    return this.serializeLock.read(async () => ({ session: s.name, ...(await s.finishStatus()) }));
   }
 
   /**
@@ -389,36 +376,17 @@ export class LiveUpdate {
   }
 
   /**
-   * Session fd release. Outgoing: unpreserve LIFO and remove (cannot fail). Incoming: implicit
-   * FINISH; a veto leaves the session stuck (`EBUSY`).
+   * Session fd release (see {@link Session.release}): then the session leaves its list.
    *
    * @internal
    */
   async releaseSession(s: Session): Promise<void> {
     this.ctx.assertRunning();
     await this.serializeLock.read(async () => {
-      // Mark the session closing inside its mutex, before any teardown, so operations queued
-      // behind this close fail with EBADF instead of committing to a session that is going away.
-      await s.mutex.lock(async () => {
-        this.requireOpen(s);
-        s.state = "closing";
-        if (s.kind === "outgoing") {
-          if (s.fileCount > 0) await s.files.unpreserveAll();
-          return;
-        }
-        try {
-          if (s.fileCount > 0) await s.files.finish();
-        } catch (e) {
-          s.state = "stuck";
-          const error = e as LiveUpdateError;
-          this.events.emitEvent("session:stuck", { session: s.name, error });
-          throw e;
-        }
-      });
+      await s.release();
       const list = s.kind === "outgoing" ? this.outgoingSessions : this.incomingSessions;
       await list.lock.write(() => list.remove(s));
-      s.state = "closed";
-      this.events.emitEvent("session:closed", { session: s.name, kind: s.kind });
+      s.closed();
     });
   }
 

@@ -2,13 +2,7 @@
  * The userspace face of live update: the /dev/liveupdate device file and session files, and the
  * handle objects a process uses instead of raw ioctls.
  *
- * `proc.openLiveUpdate()` opens /dev/liveupdate (exclusive, `EBUSY`; `EIO` if the incoming state
- * could not be loaded) and returns a {@link LiveUpdateDevice}. `createSession` and
- * `retrieveSession` install a session fd in the process and return a {@link SessionHandle}
- * (the ioctls of `LIVEUPDATE_IOCTL_*` as methods). Sessions outlive the device handle. Closing a
- * session fd — through the handle, `proc.close(fd)` or process exit — releases the session:
- * outgoing sessions unpreserve their files, incoming ones finish implicitly. A call on a closed
- * fd fails with `EBADF`, on the wrong kind of fd with `EINVAL`.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link LiveUpdateDevice}.
  *
  * @module
  */
@@ -18,10 +12,18 @@ import type { LiveUpdate, SessionFinishStatus } from "./core.js";
 import { deviceIoctl, sessionIoctl } from "./ioctl.js";
 import type { Session } from "./session.js";
 
-/** Path of the device node. */
+/**
+ * Path of the device node.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_DEVICE_PATH = "/dev/liveupdate";
 
-/** The open /dev/liveupdate file. */
+/**
+ * The open /dev/liveupdate file.
+ *
+ * @category Sessions
+ */
 export class LiveUpdateDeviceFile extends KernelFile {
   readonly description = LIVEUPDATE_DEVICE_PATH;
 
@@ -40,7 +42,11 @@ export class LiveUpdateDeviceFile extends KernelFile {
   }
 }
 
-/** An open session fd (`[luo_session] <name>`). */
+/**
+ * An open session fd (`[luo_session] <name>`).
+ *
+ * @category Sessions
+ */
 export class SessionFile extends KernelFile {
   /** Settles when the release triggered by the last close finished (undefined before). */
   releaseDone: Promise<void> | undefined;
@@ -76,7 +82,32 @@ export class SessionFile extends KernelFile {
   }
 }
 
-/** A process's open /dev/liveupdate. */
+/**
+ * A process's open /dev/liveupdate.
+ *
+ * `proc.openLiveUpdate()` opens /dev/liveupdate (exclusive, `EBUSY`; `EIO` if the incoming state
+ * could not be loaded) and returns a {@link LiveUpdateDevice}. `createSession` and
+ * `retrieveSession` install a session fd in the process and return a {@link SessionHandle}
+ * (the ioctls of `LIVEUPDATE_IOCTL_*` as methods). Sessions outlive the device handle. Closing a
+ * session fd — through the handle, `proc.close(fd)` or process exit — releases the session:
+ * outgoing sessions unpreserve their files, incoming ones finish implicitly. A call on a closed
+ * fd fails with `EBADF`, on the wrong kind of fd with `EINVAL`.
+ *
+ * @example
+ * ```ts
+ * import { Machine } from "@luo/core";
+ * import { testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const kernel = await new Machine({ memory: "16 MiB" }).boot({ plugins: [testHandlerPlugin()] });
+ * const proc = kernel.spawn("vmm");
+ * const dev = await proc.openLiveUpdate(); // exclusive: a second open is EBUSY
+ * const session = await dev.createSession("vm-0");
+ * console.log(await session.getName()); // "vm-0"
+ * dev.close(); // sessions outlive the device fd
+ * ```
+ *
+ * @category Entry points
+ */
 export class LiveUpdateDevice {
   /**
    * @param proc - the owning process
@@ -120,7 +151,38 @@ export class LiveUpdateDevice {
   }
 }
 
-/** A process's session fd, with the session ioctls as methods. */
+/**
+ * A process's session fd, with the session ioctls as methods.
+ *
+ * @example
+ * ```ts
+ * import { Machine, isLiveUpdateError } from "@luo/core";
+ * import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const plugins = [testHandlerPlugin()];
+ * const k1 = await new Machine({ memory: "32 MiB" }).boot({ plugins });
+ * const p1 = k1.spawn("vmm");
+ * const out = await (await p1.openLiveUpdate()).createSession("vm-0");
+ * const fd = createTestFile(p1, "ram", new TextEncoder().encode("guest ram"));
+ * await out.preserveFd(fd, 42n); // PRESERVE_FD under token 42
+ * p1.close(fd); // live update keeps its own reference
+ *
+ * const k2 = await k1.kexec();
+ * const p2 = k2.spawn("vmm");
+ * const inc = await (await p2.openLiveUpdate()).retrieveSession("vm-0");
+ * const fd2 = await inc.retrieveFd(42n); // RETRIEVE_FD
+ * console.log(new TextDecoder().decode(p2.pread(fd2, 9, 0))); // "guest ram"
+ * try {
+ *   await inc.preserveFd(fd2, 1n);
+ * } catch (e) {
+ *   console.log(isLiveUpdateError(e) && e.code); // "EINVAL": incoming sessions cannot preserve
+ * }
+ * await inc.finish(); // FINISH: every handler agreed, files finished LIFO
+ * await inc.close();
+ * ```
+ *
+ * @category Entry points
+ */
 export class SessionHandle {
   /**
    * @param proc - the owning process
@@ -214,7 +276,11 @@ Process.prototype.openLiveUpdate = async function openLiveUpdate(this: Process):
   return new LiveUpdateDevice(this, await this.open(LIVEUPDATE_DEVICE_PATH));
 };
 
-/** Registers /dev/liveupdate on a kernel context for `luo`. */
+/**
+ * Registers /dev/liveupdate on a kernel context for `luo`.
+ *
+ * @category Sessions
+ */
 export function registerLiveUpdateDevice(
   luo: LiveUpdate,
   register: (path: string, open: () => Promise<KernelFile>) => void,

@@ -15,13 +15,21 @@
 import { EventEmitter } from "eventemitter3";
 import { toLiveUpdateError, type LiveUpdateError } from "../errors.js";
 
-/** Fields common to every event. */
+/**
+ * Fields common to every event.
+ *
+ * @category Events and tracing
+ */
 export interface EventBase {
   /** Wall-clock time in milliseconds (performance.timeOrigin + performance.now()). */
   readonly time: number;
 }
 
-/** Payloads by event name. */
+/**
+ * Payloads by event name.
+ *
+ * @category Events and tracing
+ */
 export interface LiveUpdateEventPayloads {
   "session:created": { session: string };
   "session:retrieved": { session: string };
@@ -47,7 +55,11 @@ export interface LiveUpdateEventPayloads {
   warning: { error: LiveUpdateError };
 }
 
-/** Names of the events. */
+/**
+ * Names of the events.
+ *
+ * @category Events and tracing
+ */
 export type LiveUpdateEventName = keyof LiveUpdateEventPayloads;
 
 // A record keyed by every event name, so the compiler rejects a list that misses one.
@@ -76,17 +88,29 @@ const EVENT_KEYS: Record<LiveUpdateEventName, true> = {
   warning: true,
 };
 
-/** Every event name, in declaration order. */
+/**
+ * Every event name, in declaration order.
+ *
+ * @category Events and tracing
+ */
 export const LIVE_UPDATE_EVENT_NAMES: readonly LiveUpdateEventName[] = Object.freeze(
   Object.keys(EVENT_KEYS) as LiveUpdateEventName[],
 );
 
-/** Listener signatures, for `EventEmitter<Events>`. */
+/**
+ * Listener signatures, for `EventEmitter<Events>`.
+ *
+ * @category Events and tracing
+ */
 export type LiveUpdateEventMap = {
   [K in LiveUpdateEventName]: (event: LiveUpdateEventPayloads[K] & EventBase) => void;
 };
 
-/** The emitter exposed as `kernel.liveupdate.events`. */
+/**
+ * The emitter exposed as `kernel.liveupdate.events`.
+ *
+ * @category Events and tracing
+ */
 export class LiveUpdateEvents extends EventEmitter<LiveUpdateEventMap> {
   /** True when `name` has listeners: hot loops test this before building a payload. */
   listening(name: LiveUpdateEventName): boolean {

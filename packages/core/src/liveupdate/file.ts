@@ -30,6 +30,7 @@ import type {
   FinishArgs,
   HandlerContext,
   PreserveArgs,
+  PreserveResult,
   PreservedArgs,
   RetrieveStatus,
   SessionDependencies,
@@ -193,7 +194,7 @@ export class FileSet {
     this.chain = outgoing ? new BlockChain(svc.kho, FILE_BLOCKS) : undefined;
   }
 
-  /** Writes the record of the file at `index`: {compatible, data, token} (SPEC §3). */
+  /** Writes the record of the file at `index`: {compatible, data, token}. */
   private readonly writeRecord = (dv: DataView, bytes: Uint8Array, off: number, index: number): void => {
     const lf = this.files[index]!;
     bytes.fill(0, off, off + FILE_SER.size);
@@ -269,67 +270,90 @@ export class FileSet {
     return args as PreservedArgs<KernelFile, unknown>;
   }
 
-  /** PRESERVE_FD (session mutex held). See the module comment for the order of checks. */
+  /**
+   * PRESERVE_FD (session mutex held). See the module comment for the order of checks. One flat
+   * setup whose `catch` undoes, in reverse, exactly the steps that were done; the file joins the
+   * set only after the handler's `preserve` succeeded, and from there nothing can fail.
+   */
   async preserve(proc: Process, fd: number, token: bigint): Promise<LuoFile> {
     const { svc } = this;
     const chain = this.chain!;
     if (this.byToken.has(token)) throw new LiveUpdateError("EEXIST", `${this.what(token)} is already in use`);
     chain.grow(this.files.length + 1);
     let file: KernelFile | undefined;
-    let id: unknown;
     let entry: RegisteredHandler | undefined;
-    let flbsDone = false;
+    let id: unknown;
+    let idOwned = false;
+    let flbsTaken = false;
     try {
       file = proc.file(fd).get();
-      try {
-        entry = svc.registry.select(file);
-      } catch (e) {
-        throw toLiveUpdateError(e, `canPreserve for ${file.description}`);
-      }
-      if (!entry)
-        throw new LiveUpdateError(
-          "ENOENT",
-          `no handler can preserve ${file.description} (${this.what(token)})`,
-        );
-      const h = entry.handler;
-      try {
-        id = h.getId ? h.getId(file) : file;
-      } catch (e) {
-        throw toLiveUpdateError(e, `handler "${h.compatible}" getId`);
-      }
+      entry = this.select(file, token);
+      id = this.identity(entry.handler, file);
       svc.ids.insert(id, this.what(token));
-      try {
-        await svc.flbs.preserveFor(entry.flbs);
-        flbsDone = true;
-        const lf = new LuoFile(entry, token, this.files.length, this.session, 0n);
-        let result;
-        try {
-          const args = this.ctx(lf); // lf.index is this.files.length
-          args.file = file;
-          result = await h.preserve(args as PreserveArgs<KernelFile>);
-        } catch (e) {
-          throw toLiveUpdateError(e, `handler "${h.compatible}" preserve of ${this.what(token)}`);
-        }
-        lf.file = file;
-        lf.data = result.data;
-        lf.privateData = result.privateData;
-        lf.id = id;
-        this.files.push(lf);
-        this.byToken.set(token, lf);
-        if (h.freeze) this.withFreeze++;
-        chain.writeEntry(lf.index, this.writeRecord); // the chain was grown for it above
-        if (svc.events.listening("file:preserved"))
-          svc.events.emitEvent("file:preserved", { session: this.session, token, compatible: h.compatible });
-        return lf;
-      } catch (e) {
-        if (flbsDone) await svc.flbs.unpreserveFor(entry.flbs);
-        svc.ids.remove(id);
-        throw e;
-      }
+      idOwned = true;
+      await svc.flbs.preserveFor(entry.flbs);
+      flbsTaken = true;
+      const lf = new LuoFile(entry, token, this.files.length, this.session, 0n);
+      const result = await this.callPreserve(lf, file);
+      // From here nothing can fail: the file joins the set.
+      lf.file = file;
+      lf.data = result.data;
+      lf.privateData = result.privateData;
+      lf.id = id;
+      this.files.push(lf);
+      this.byToken.set(token, lf);
+      if (entry.handler.freeze) this.withFreeze++;
+      chain.writeEntry(lf.index, this.writeRecord); // the chain was grown for it above
+      if (svc.events.listening("file:preserved"))
+        svc.events.emitEvent("file:preserved", {
+          session: this.session,
+          token,
+          compatible: entry.handler.compatible,
+        });
+      return lf;
     } catch (e) {
+      if (flbsTaken) await svc.flbs.unpreserveFor(entry!.flbs);
+      if (idOwned) svc.ids.remove(id);
       file?.put();
       chain.shrink(this.files.length);
       throw e;
+    }
+  }
+
+  /** The first handler whose `canPreserve` accepts `file`: `ENOENT` if none, a throw as its error. */
+  private select(file: KernelFile, token: bigint): RegisteredHandler {
+    let entry: RegisteredHandler | undefined;
+    try {
+      entry = this.svc.registry.select(file);
+    } catch (e) {
+      throw toLiveUpdateError(e, `canPreserve for ${file.description}`);
+    }
+    if (!entry)
+      throw new LiveUpdateError(
+        "ENOENT",
+        `no handler can preserve ${file.description} (${this.what(token)})`,
+      );
+    return entry;
+  }
+
+  /** The identity of `file` in the double-preservation registry (`getId`, or the file itself). */
+  private identity(h: FileHandler, file: KernelFile): unknown {
+    try {
+      return h.getId ? h.getId(file) : file;
+    } catch (e) {
+      throw toLiveUpdateError(e, `handler "${h.compatible}" getId`);
+    }
+  }
+
+  /** The handler's `preserve` for the new file `lf` (whose index is the set's size). */
+  private async callPreserve(lf: LuoFile, file: KernelFile): Promise<PreserveResult<unknown>> {
+    const h = lf.entry.handler;
+    try {
+      const args = this.ctx(lf);
+      args.file = file;
+      return await h.preserve(args as PreserveArgs<KernelFile>);
+    } catch (e) {
+      throw toLiveUpdateError(e, `handler "${h.compatible}" preserve of ${this.what(lf.token)}`);
     }
   }
 

@@ -1,16 +1,7 @@
 /**
  * File-Lifecycle-Bound (FLB) global state: definition, per-kernel state, and its lifecycle.
  *
- * An FLB is global state (e.g. IOMMU or PCI core state) that must live exactly as long as some
- * preserved file needs it. Old kernel: the outgoing count is the number of preserved files (in all
- * sessions) whose handler is linked to the FLB; `preserve` runs on 0→1, `unpreserve` on 1→0. At
- * reboot every FLB with a count > 0 is serialized as {compatible, data, count}. New kernel: the
- * incoming count starts at the serialized count (SPEC §2.5, fixing the kernel's Q6); `getIncoming`
- * retrieves once and caches (`ENODATA` if nothing came over or after finish, `ENOENT` if this FLB
- * was not handed over); every finished dependent file drops one reference, and at zero the FLB is
- * retrieved if nobody did, then finished — exactly once.
- *
- * Locks: one outgoing and one incoming lock per FLB, the innermost level of the hierarchy.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link defineFlb}.
  *
  * @module
  */
@@ -22,13 +13,21 @@ import type { Awaitable } from "./handler.js";
 import type { LiveUpdateEvents } from "./events.js";
 import { checkShape, defineShape } from "./define-shape.js";
 
-/** Arguments of an FLB's `preserve`. */
+/**
+ * Arguments of an FLB's `preserve`.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbPreserveArgs {
   /** Outgoing KHO allocator. */
   readonly kho: Kho;
 }
 
-/** What an FLB's `preserve` returns. */
+/**
+ * What an FLB's `preserve` returns.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbPreserveResult<T> {
   /** Opaque u64 handed over. */
   readonly data: bigint;
@@ -36,7 +35,11 @@ export interface FlbPreserveResult<T> {
   readonly obj: T;
 }
 
-/** The four FLB callbacks and its compatible string. */
+/**
+ * The four FLB callbacks and its compatible string.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbSpec<T = unknown> {
   /** FLB compatible, 1..47 bytes. */
   readonly compatible: string;
@@ -50,7 +53,11 @@ export interface FlbSpec<T = unknown> {
   finish(args: { readonly incoming: KhoIncoming; readonly data: bigint; readonly obj: T }): Awaitable<void>;
 }
 
-/** A validated FLB definition (made by {@link defineFlb}). */
+/**
+ * A validated FLB definition (made by {@link defineFlb}).
+ *
+ * @category Handlers and FLBs
+ */
 export interface Flb<T = unknown> extends FlbSpec<T> {
   /** Validated compatible bytes. */
   readonly compatibleBytes: Uint8Array;
@@ -61,17 +68,71 @@ const FLB_REQUIRED = ["preserve", "unpreserve", "retrieve", "finish"] as const;
 /**
  * Validates an FLB definition. `EINVAL` if a callback is missing or the compatible is not
  * 1..47 bytes.
+ *
+ * An FLB is global state (e.g. IOMMU or PCI core state) that must live exactly as long as some
+ * preserved file needs it. Old kernel: the outgoing count is the number of preserved files (in all
+ * sessions) whose handler is linked to the FLB; `preserve` runs on 0→1, `unpreserve` on 1→0. At
+ * reboot every FLB with a count > 0 is serialized as {compatible, data, count}. New kernel: the
+ * incoming count starts at the serialized count (the kernel starts it at zero; see
+ * docs/differences.md); `getIncoming`
+ * retrieves once and caches (`ENODATA` if nothing came over or after finish, `ENOENT` if this FLB
+ * was not handed over); every finished dependent file drops one reference, and at zero the FLB is
+ * retrieved if nobody did, then finished — exactly once.
+ *
+ * Locks: one outgoing and one incoming lock per FLB, the innermost level of the hierarchy.
+ *
+ * @example
+ * ```ts
+ * import { defineFlb } from "@luo/core";
+ *
+ * // Global state shared by every preserved file of one handler (e.g. an IOMMU domain table).
+ * interface Domains {
+ *   readonly page: bigint;
+ * }
+ *
+ * const domains = defineFlb<Domains>({
+ *   compatible: "example-domains-v1",
+ *   // First dependent file: allocate and preserve one page, hand its address over.
+ *   preserve({ kho }) {
+ *     const { phys } = kho.allocPreserve(4096);
+ *     return { data: phys, obj: { page: phys } };
+ *   },
+ *   // Last dependent file went away before the reboot.
+ *   unpreserve({ kho, obj }) {
+ *     kho.unpreserveFree(obj.page);
+ *   },
+ *   // Next kernel, first user: read the page (here: nothing to read), then give it back.
+ *   retrieve({ incoming, data }) {
+ *     incoming.restoreFree(data);
+ *     return { page: data };
+ *   },
+ *   // Next kernel, last dependent file finished.
+ *   finish() {},
+ * });
+ * // Link it to a handler in a plugin's register: `await ctx.registerFlb(handler, domains)`.
+ * console.log(domains.compatible);
+ * ```
+ *
+ * @category Entry points
  */
 export function defineFlb<T>(spec: FlbSpec<T>): Flb<T> {
   return defineShape(spec, FLB_REQUIRED, "FLB");
 }
 
-/** Validates the shape of an FLB and returns its compatible bytes (`EINVAL` otherwise). */
+/**
+ * Validates the shape of an FLB and returns its compatible bytes (`EINVAL` otherwise).
+ *
+ * @category Handlers and FLBs
+ */
 export function checkFlbShape(flb: FlbSpec): Uint8Array {
   return checkShape(flb, FLB_REQUIRED, "FLB");
 }
 
-/** Read access to FLB objects, given to handler callbacks. */
+/**
+ * Read access to FLB objects, given to handler callbacks.
+ *
+ * @category Handlers and FLBs
+ */
 export interface FlbAccess {
   /** The live outgoing object, or undefined when no dependent file is preserved. */
   getOutgoing<T>(flb: Flb<T>): Promise<T | undefined>;
@@ -79,7 +140,11 @@ export interface FlbAccess {
   getIncoming<T>(flb: Flb<T>): Promise<T>;
 }
 
-/** Per-kernel state of one registered FLB. */
+/**
+ * Per-kernel state of one registered FLB.
+ *
+ * @category Handlers and FLBs
+ */
 export class FlbState {
   /** Number of handlers linked to this FLB. */
   users = 0;
@@ -102,7 +167,11 @@ export class FlbState {
   }
 }
 
-/** The FLB registry and lifecycle of one kernel. */
+/**
+ * The FLB registry and lifecycle of one kernel.
+ *
+ * @category Handlers and FLBs
+ */
 export class FlbManager implements FlbAccess {
   private readonly states = new Map<Flb, FlbState>();
   private readonly byCompatible = new Map<string, FlbState>();

@@ -4,7 +4,7 @@
  * The handle methods (`createSession`, `preserveFd`, …) are the convenient API; this module is
  * the byte-level one, for tests and tools that want the kernel's exact envelope. `arg` models the
  * user memory the pointer refers to: reading or writing past its end is `EFAULT`, `undefined` is
- * a NULL pointer. Dispatch follows the kernel (reference §2.1):
+ * a NULL pointer. Dispatch follows the kernel:
  * command number outside the device's table → `EINVAL`; the leading `u32 size` unreadable →
  * `EFAULT`; command value not the table's (`_IO(0xBA, nr)`) → `ENOTTY`; session fds: wrong
  * session kind → `EINVAL`; `size` below the op's minimum → `EINVAL`; extensible-struct copy-in
@@ -20,26 +20,58 @@ import type { KernelFile, Process } from "../kernel/index.js";
 import type { LiveUpdate } from "./core.js";
 import type { Session } from "./session.js";
 
-/** ioctl type byte of live update (`LIVEUPDATE_IOCTL_TYPE`). */
+/**
+ * ioctl type byte of live update (`LIVEUPDATE_IOCTL_TYPE`).
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_IOCTL_TYPE = 0xba;
 
 /** `_IO(LIVEUPDATE_IOCTL_TYPE, nr)`: no direction or size bits, as in the uapi header. */
 const io = (nr: number): number => (LIVEUPDATE_IOCTL_TYPE << 8) | nr;
 
-/** `LIVEUPDATE_IOCTL_CREATE_SESSION` = `_IO(0xBA, 0x00)`. */
+/**
+ * `LIVEUPDATE_IOCTL_CREATE_SESSION` = `_IO(0xBA, 0x00)`.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_IOCTL_CREATE_SESSION = io(0x00);
-/** `LIVEUPDATE_IOCTL_RETRIEVE_SESSION` = `_IO(0xBA, 0x01)`. */
+/**
+ * `LIVEUPDATE_IOCTL_RETRIEVE_SESSION` = `_IO(0xBA, 0x01)`.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_IOCTL_RETRIEVE_SESSION = io(0x01);
-/** `LIVEUPDATE_SESSION_PRESERVE_FD` = `_IO(0xBA, 0x40)`. */
+/**
+ * `LIVEUPDATE_SESSION_PRESERVE_FD` = `_IO(0xBA, 0x40)`.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_SESSION_PRESERVE_FD = io(0x40);
-/** `LIVEUPDATE_SESSION_RETRIEVE_FD` = `_IO(0xBA, 0x41)`. */
+/**
+ * `LIVEUPDATE_SESSION_RETRIEVE_FD` = `_IO(0xBA, 0x41)`.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_SESSION_RETRIEVE_FD = io(0x41);
-/** `LIVEUPDATE_SESSION_FINISH` = `_IO(0xBA, 0x42)`. */
+/**
+ * `LIVEUPDATE_SESSION_FINISH` = `_IO(0xBA, 0x42)`.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_SESSION_FINISH = io(0x42);
-/** `LIVEUPDATE_SESSION_GET_NAME` = `_IO(0xBA, 0x43)`. */
+/**
+ * `LIVEUPDATE_SESSION_GET_NAME` = `_IO(0xBA, 0x43)`.
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_SESSION_GET_NAME = io(0x43);
 
-/** Byte sizes of the ioctl argument structs (all minimum sizes equal the full size). */
+/**
+ * Byte sizes of the ioctl argument structs (all minimum sizes equal the full size).
+ *
+ * @category Sessions
+ */
 export const LIVEUPDATE_STRUCT_SIZE = {
   /** `{u32 size; s32 fd; u8 name[64]}` for CREATE and RETRIEVE_SESSION. */
   session: 72,
@@ -105,7 +137,11 @@ function nameOf(k: Uint8Array, offset: number, validate: boolean): string | unde
   return name;
 }
 
-/** Opens a session file for the caller (given by device.ts, which owns the file classes). */
+/**
+ * Opens a session file for the caller (given by device.ts, which owns the file classes).
+ *
+ * @category Sessions
+ */
 export type SessionFileFactory = (luo: LiveUpdate, session: Session) => KernelFile;
 
 /**

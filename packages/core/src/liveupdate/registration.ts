@@ -1,5 +1,5 @@
 /**
- * Registration of file handlers and FLBs, with the seed's quiesce/resume semantics (SPEC §2.4).
+ * Registration of file handlers and FLBs, with quiesce/resume around every change (see docs/differences.md).
  *
  * Every (un)registration first quiesces: it takes the incoming then the outgoing session-list
  * locks for writing; if either list holds a session the call fails with `EBUSY`; otherwise it

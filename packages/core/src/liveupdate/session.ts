@@ -1,5 +1,5 @@
 /**
- * Sessions and the two session lists (`luo_session.c`).
+ * Sessions, their behaviour and the two session lists (`luo_session.c`).
  *
  * A session is a named group of preserved files. Outgoing sessions are created by userspace in
  * this kernel and serialized at reboot; incoming sessions come from the previous kernel, are
@@ -15,7 +15,8 @@
  */
 import { LiveUpdateError } from "../errors.js";
 import { encodeFixedString, SESSION_NAME_SIZE, type SessionRecords, type SessionSlot } from "../abi/index.js";
-import { FileSet } from "./file.js";
+import type { KernelFile, Process } from "../kernel/index.js";
+import { FileSet, type FileFinishStatus } from "./file.js";
 import { LevelMutex, LevelRwLock, LockLevel } from "./locks.js";
 import type { LuoServices } from "./services.js";
 
@@ -25,16 +26,18 @@ import type { LuoServices } from "./services.js";
  */
 export type SessionState = "live" | "finished" | "stuck" | "closing" | "closed";
 
-/** One session. */
+/**
+ * One session and what userspace does to it through its fd. The orchestrator (`core.ts`) holds
+ * the serialize lock for reading around every method below and owns list membership; each method
+ * takes the session mutex itself, and checks kind and state inside it, so an operation queued
+ * behind a close fails with `EBADF` instead of committing to a session that is going away.
+ */
 export class Session {
   /** Protects `retrieved`, `state` and the file set. */
   readonly mutex: LevelMutex;
-  /** Incoming only: retrieved by userspace in this boot (never reset). */
-  retrieved = false;
-  /** Lifecycle state. */
-  state: SessionState = "live";
-  /** Outgoing only: where the session's handover record lives (set when it joins the list). */
-  slot: SessionSlot | undefined;
+  private isRetrieved = false;
+  private current: SessionState = "live";
+  private recordSlot: SessionSlot | undefined;
   private fileSet: FileSet | undefined;
 
   /**
@@ -49,6 +52,26 @@ export class Session {
     readonly kind: "outgoing" | "incoming",
   ) {
     this.mutex = new LevelMutex(this, LockLevel.Session);
+  }
+
+  /** Incoming only: retrieved by userspace in this boot (never reset). */
+  get retrieved(): boolean {
+    return this.isRetrieved;
+  }
+
+  /** Lifecycle state. */
+  get state(): SessionState {
+    return this.current;
+  }
+
+  /** Outgoing only: where the session's handover record lives (set when it joins the list). */
+  get slot(): SessionSlot | undefined {
+    return this.recordSlot;
+  }
+
+  /** Called once by the outgoing {@link SessionList} when the session's record is written. */
+  bindSlot(slot: SessionSlot): void {
+    this.recordSlot = slot;
   }
 
   /** The session's files (created on first use: most sessions of a large handover are empty). */
@@ -70,6 +93,109 @@ export class Session {
   toString(): string {
     return `session "${this.name}"`;
   }
+
+  private requireKind(kind: "outgoing" | "incoming", op: string): void {
+    if (this.kind !== kind) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `${op} needs ${article(kind)} ${kind} session; "${this.name}" is ${this.kind}`,
+      );
+    }
+  }
+
+  /** Inside the mutex: the session must not be closing, closed or stuck (its fd is gone). */
+  private requireOpen(): void {
+    if (this.current === "closing" || this.current === "closed" || this.current === "stuck") {
+      throw new LiveUpdateError("EBADF", `session "${this.name}" is closed`);
+    }
+  }
+
+  /** RETRIEVE_SESSION of this incoming session: once per boot, `EINVAL` after that. */
+  async retrieve(): Promise<void> {
+    await this.mutex.lock(() => {
+      if (this.isRetrieved)
+        throw new LiveUpdateError("EINVAL", `incoming session "${this.name}" was already retrieved`);
+      this.isRetrieved = true;
+      this.svc.events.emitEvent("session:retrieved", { session: this.name });
+    });
+  }
+
+  /**
+   * PRESERVE_FD. Errors in check order: `EINVAL` (incoming session), `EBADF` (session closed),
+   * then the file set's (`EEXIST`, `ENOSPC`/`ENOMEM`, `EBADF`, `ENOENT`, `EBUSY`, handler errors).
+   */
+  async preserveFd(proc: Process, fd: number, token: bigint): Promise<void> {
+    this.requireKind("outgoing", "PRESERVE_FD");
+    await this.mutex.lock(async () => {
+      this.requireOpen();
+      await this.files.preserve(proc, fd, token);
+    });
+  }
+
+  /** RETRIEVE_FD: the file for `token` (a new reference). `EINVAL` kind, `EBADF`, `ENOENT`, sticky errors. */
+  async retrieveFile(token: bigint): Promise<KernelFile> {
+    this.requireKind("incoming", "RETRIEVE_FD");
+    return this.mutex.lock(() => {
+      this.requireOpen();
+      return this.files.retrieve(token);
+    });
+  }
+
+  /** FINISH: `EINVAL` kind, `EBADF`, `EBUSY` veto (nothing changes). Idempotent. */
+  async finish(): Promise<void> {
+    this.requireKind("incoming", "FINISH");
+    await this.mutex.lock(async () => {
+      this.requireOpen();
+      await this.files.finish();
+      this.current = "finished";
+    });
+    this.svc.events.emitEvent("session:finished", { session: this.name });
+  }
+
+  /** What FINISH would decide now, without finishing (`SessionHandle.finishStatus`). */
+  async finishStatus(): Promise<{ state: "live" | "finished"; files: FileFinishStatus[] }> {
+    this.requireKind("incoming", "finish status");
+    return this.mutex.lock(async () => {
+      this.requireOpen();
+      const files = this.fileCount > 0 ? await this.files.finishPreview() : [];
+      return { state: this.current === "finished" ? "finished" : "live", files };
+    });
+  }
+
+  /**
+   * First half of the fd release, under the mutex: marks the session closing, then outgoing:
+   * unpreserves every file LIFO (cannot fail); incoming: the implicit FINISH, whose veto leaves
+   * the session `stuck` and rejects with `EBUSY`. The orchestrator then removes the session from
+   * its list and calls {@link Session.closed}.
+   */
+  async release(): Promise<void> {
+    await this.mutex.lock(async () => {
+      this.requireOpen();
+      this.current = "closing";
+      if (this.kind === "outgoing") {
+        if (this.fileCount > 0) await this.files.unpreserveAll();
+        return;
+      }
+      try {
+        if (this.fileCount > 0) await this.files.finish();
+      } catch (e) {
+        this.current = "stuck";
+        this.svc.events.emitEvent("session:stuck", { session: this.name, error: e as LiveUpdateError });
+        throw e;
+      }
+    });
+  }
+
+  /** Last step of the release, once the session left its list. */
+  closed(): void {
+    this.current = "closed";
+    this.svc.events.emitEvent("session:closed", { session: this.name, kind: this.kind });
+  }
+}
+
+/** "an" before a vowel sound, else "a" (for messages). */
+function article(word: string): string {
+  return /^[aeiou]/.test(word) ? "an" : "a";
 }
 
 /**
@@ -136,9 +262,12 @@ export class SessionList {
    */
   insert(session: Session): void {
     if (this.sessions.has(session.name)) {
-      throw new LiveUpdateError("EEXIST", `an ${this.kind} session named "${session.name}" already exists`);
+      throw new LiveUpdateError(
+        "EEXIST",
+        `${article(this.kind)} ${this.kind} session named "${session.name}" already exists`,
+      );
     }
-    if (this.records) session.slot = this.records.add(session.name);
+    if (this.records) session.bindSlot(this.records.add(session.name));
     this.sessions.set(session.name, session);
   }
 

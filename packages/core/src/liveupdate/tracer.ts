@@ -18,7 +18,11 @@ import {
   type LiveUpdateEvents,
 } from "./events.js";
 
-/** One Chrome trace event. */
+/**
+ * One Chrome trace event.
+ *
+ * @category Events and tracing
+ */
 export interface TraceEvent {
   /** Event name. */
   readonly name: string;
@@ -38,7 +42,11 @@ export interface TraceEvent {
   readonly args?: Readonly<Record<string, string | number | boolean>>;
 }
 
-/** The JSON object Perfetto and chrome://tracing open. */
+/**
+ * The JSON object Perfetto and chrome://tracing open.
+ *
+ * @category Events and tracing
+ */
 export interface TraceFile {
   /** Events in recording order. */
   readonly traceEvents: readonly TraceEvent[];
@@ -58,7 +66,11 @@ function toArgs(payload: object): Record<string, string | number | boolean> {
   return out;
 }
 
-/** Records live-update events of one or more kernels as Chrome trace events. */
+/**
+ * Records live-update events of one or more kernels as Chrome trace events.
+ *
+ * @category Events and tracing
+ */
 export class LiveUpdateTracer {
   private readonly events: TraceEvent[] = [];
   private readonly detach: Array<() => void> = [];

@@ -10,7 +10,11 @@
  * @module
  */
 
-/** One preserved file as the handover records it. */
+/**
+ * One preserved file as the handover records it.
+ *
+ * @category Sessions
+ */
 export interface HandoverFile {
   /** Compatible string of the handler that preserved the file. */
   readonly compatible: string;
@@ -20,7 +24,11 @@ export interface HandoverFile {
   readonly data: bigint;
 }
 
-/** One session as the handover records it. */
+/**
+ * One session as the handover records it.
+ *
+ * @category Sessions
+ */
 export interface HandoverSession {
   /** Session name. */
   readonly name: string;
@@ -28,7 +36,11 @@ export interface HandoverSession {
   readonly files: readonly HandoverFile[];
 }
 
-/** One File-Lifecycle-Bound object as the handover records it. */
+/**
+ * One File-Lifecycle-Bound object as the handover records it.
+ *
+ * @category Sessions
+ */
 export interface HandoverFlb {
   /** FLB compatible string. */
   readonly compatible: string;
@@ -38,7 +50,11 @@ export interface HandoverFlb {
   readonly count: bigint;
 }
 
-/** Sessions, files and FLBs of one handover. */
+/**
+ * Sessions, files and FLBs of one handover.
+ *
+ * @category Entry points
+ */
 export interface HandoverView {
   /**
    * Received: this kernel's live-update number (0 on a cold boot). Handing over: the number the
@@ -51,7 +67,11 @@ export interface HandoverView {
   readonly flbs: readonly HandoverFlb[];
 }
 
-/** Freezes a view built from plain data (every level). */
+/**
+ * Freezes a view built from plain data (every level).
+ *
+ * @category Sessions
+ */
 export function freezeView(
   liveupdateNumber: bigint,
   sessions: Iterable<{ readonly name: string; readonly files: Iterable<HandoverFile> }>,

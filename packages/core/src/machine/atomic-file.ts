@@ -6,7 +6,11 @@ import { randomBytes } from "node:crypto";
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
-/** Sequential writer handed to the producer of {@link writeFileAtomic}. */
+/**
+ * Sequential writer handed to the producer of {@link writeFileAtomic}.
+ *
+ * @category Machine
+ */
 export interface AtomicWriteSink {
   /** Appends `chunk` to the file; resolves once it is fully written (the chunk may be reused afterwards). */
   write(chunk: Uint8Array): Promise<void>;
@@ -14,13 +18,19 @@ export interface AtomicWriteSink {
   readonly bytesWritten: number;
 }
 
-/** Suffix of the temporary files {@link writeFileAtomic} creates next to the destination. */
+/**
+ * Suffix of the temporary files {@link writeFileAtomic} creates next to the destination.
+ *
+ * @category Machine
+ */
 export const ATOMIC_TEMP_SUFFIX = ".tmp";
 
 /**
  * The temporary file name used for one write to `path`: a hidden file in the same directory,
  * unique per process and call (`.<name>.<pid>.<random>.tmp`), so leftovers of a crashed writer
  * never collide with a later write.
+ *
+ * @category Machine
  */
 export function atomicTempPath(path: string): string {
   return join(

@@ -9,6 +9,8 @@ import { crc32 as zlibCrc32 } from "node:zlib";
  * @param data - bytes to checksum
  * @param value - the CRC of the preceding bytes when checksumming incrementally (default 0)
  * @returns the CRC-32 as an unsigned 32-bit number
+ *
+ * @category Machine
  */
 export function crc32(data: Uint8Array, value = 0): number {
   return zlibCrc32(data, value) >>> 0;

@@ -23,10 +23,18 @@ import { MAX_ORDER, MAX_ORDER_BYTES, PAGE_SHIFT, PAGE_SIZE } from "./constants.j
 import { crc32 } from "./crc32.js";
 import { writeFileAtomic } from "./atomic-file.js";
 
-/** The 8 magic bytes a machine image starts with: `"LUOMACH\0"`. */
+/**
+ * The 8 magic bytes a machine image starts with: `"LUOMACH\0"`.
+ *
+ * @category Machine
+ */
 export const MACHINE_IMAGE_MAGIC = "LUOMACH\0";
 
-/** The machine image format version written by this code and the only one it reads. */
+/**
+ * The machine image format version written by this code and the only one it reads.
+ *
+ * @category Machine
+ */
 export const MACHINE_IMAGE_VERSION = 1;
 
 const TRAILER_MAGIC = "LUOMEND\0";
@@ -41,7 +49,11 @@ const SECTION_HARDWARE = 3;
 const SECTION_COUNT = 2;
 const CHUNK_BYTES = 4 << 20;
 
-/** Fixed machine parameters stored in an image header. */
+/**
+ * Fixed machine parameters stored in an image header.
+ *
+ * @category Machine
+ */
 export interface ImageHeader {
   /** RAM size in bytes. */
   ramSize: number;
@@ -51,7 +63,11 @@ export interface ImageHeader {
   khoRoot: bigint;
 }
 
-/** One allocated block as stored in an image (page index relative to the start of RAM). */
+/**
+ * One allocated block as stored in an image (page index relative to the start of RAM).
+ *
+ * @category Machine
+ */
 export interface ImageBlock {
   /** Index of the first page, relative to the start of RAM. */
   index: number;
@@ -61,7 +77,11 @@ export interface ImageBlock {
   preserved: "none" | "all" | Uint8Array;
 }
 
-/** What {@link writeMachineImage} serializes. */
+/**
+ * What {@link writeMachineImage} serializes.
+ *
+ * @category Machine
+ */
 export interface ImageSource extends ImageHeader {
   /** Allocated blocks in ascending address order. */
   blocks: readonly ImageBlock[];
@@ -71,7 +91,11 @@ export interface ImageSource extends ImageHeader {
   hardware?: Uint8Array;
 }
 
-/** Options of {@link writeMachineImage}. */
+/**
+ * Options of {@link writeMachineImage}.
+ *
+ * @category Machine
+ */
 export interface ImageWriteOptions {
   /** Called after each chunk with bytes written so far and the total; awaited. */
   onProgress?: (written: number, total: number) => void | Promise<void>;
@@ -217,7 +241,11 @@ export async function writeMachineImage(
   });
 }
 
-/** What {@link readMachineImage} returns. */
+/**
+ * What {@link readMachineImage} returns.
+ *
+ * @category Machine
+ */
 export interface ImageContents<T> {
   /** The fixed machine parameters. */
   header: ImageHeader;

@@ -19,7 +19,11 @@ import { PageAllocator, PG_ALLOCATED, PG_PRESERVED } from "./page-allocator.js";
 import { PageContents } from "./page-contents.js";
 import { formatSize, parseSize, type MemorySize } from "./size.js";
 
-/** Options of the {@link Machine} constructor. */
+/**
+ * Options of the {@link Machine} constructor.
+ *
+ * @category Machine
+ */
 export interface MachineOptions {
   /** RAM size: a positive multiple of 2 MiB, e.g. `"512 MiB"` (see {@link parseSize}). */
   memory: MemorySize;
@@ -44,7 +48,11 @@ export interface MachineLoadOptions {
   hardware?: readonly HardwareLoader[];
 }
 
-/** Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`. */
+/**
+ * Page accounting of a {@link Machine}: `totalPages === freePages + allocatedPages`.
+ *
+ * @category Machine
+ */
 export interface MachineStats {
   /** Page frames of RAM. */
   totalPages: number;
@@ -56,7 +64,11 @@ export interface MachineStats {
   preservedPages: number;
 }
 
-/** An allocated block of `2^order` pages starting at physical address `phys`. */
+/**
+ * An allocated block of `2^order` pages starting at physical address `phys`.
+ *
+ * @category Machine
+ */
 export interface MachineBlock {
   /** Physical address of the first page (naturally aligned to the block size). */
   phys: bigint;
@@ -64,7 +76,11 @@ export interface MachineBlock {
   order: number;
 }
 
-/** Options of {@link Machine.save}. */
+/**
+ * Options of {@link Machine.save}.
+ *
+ * @category Machine
+ */
 export interface MachineSaveOptions {
   /**
    * Called (and awaited) after each chunk written, with the bytes written so far and the total
@@ -120,6 +136,18 @@ let writableView: (m: Machine, phys: bigint, length: number) => Uint8Array;
  * {@link Machine.save} / {@link Machine.load} move a machine between processes through an image file.
  *
  * Never-allocated RAM and scrubbed pages read as `POISON_BYTE` through {@link Machine.peek}.
+ *
+ * @example
+ * ```ts
+ * import { Machine, PAGE_SIZE } from "@luo/core";
+ *
+ * const machine = new Machine({ memory: "64 MiB" });
+ * const kernel = await machine.boot(); // a cold boot: nothing handed over
+ * console.log(machine.stats().totalPages * PAGE_SIZE); // 67108864
+ * await kernel.shutdown();
+ * ```
+ *
+ * @category Entry points
  */
 export class Machine {
   /** Physical address of the first byte of RAM. */

@@ -5,13 +5,29 @@
 
 import { MAX_ORDER } from "./constants.js";
 
-/** Page belongs to an allocated block. */
+/**
+ * Page belongs to an allocated block.
+ *
+ * @category Machine
+ */
 export const PG_ALLOCATED = 1;
-/** Page is the first page of an allocated block (its order is in `order[]`). */
+/**
+ * Page is the first page of an allocated block (its order is in `order[]`).
+ *
+ * @category Machine
+ */
 export const PG_HEAD = 2;
-/** Page is the first page of a free block on a free list (its order is in `order[]`). */
+/**
+ * Page is the first page of a free block on a free list (its order is in `order[]`).
+ *
+ * @category Machine
+ */
 export const PG_FREE_HEAD = 4;
-/** Page is marked preserved for the handover (only ever set on allocated pages). */
+/**
+ * Page is marked preserved for the handover (only ever set on allocated pages).
+ *
+ * @category Machine
+ */
 export const PG_PRESERVED = 8;
 
 const NONE = -1;
@@ -20,6 +36,8 @@ const NONE = -1;
  * Buddy allocator over `totalPages` page frames (a multiple of `2^MAX_ORDER`), with per-page
  * state in typed arrays. All operations are O(MAX_ORDER) plus O(pages of the block) for the
  * per-page flags. Callers validate arguments; methods here assume valid input.
+ *
+ * @category Machine
  */
 export class PageAllocator {
   /** Number of page frames managed. */

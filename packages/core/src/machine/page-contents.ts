@@ -6,7 +6,11 @@
 
 import { PAGE_SIZE, POISON_BYTE } from "./constants.js";
 
-/** Per-page content state of RAM: live pages versus (lazily) poisoned pages. */
+/**
+ * Per-page content state of RAM: live pages versus (lazily) poisoned pages.
+ *
+ * @category Machine
+ */
 export class PageContents {
   readonly #ram: Uint8Array;
   readonly #live: Uint8Array;

@@ -3,7 +3,11 @@
 import { LiveUpdateError } from "../errors.js";
 import { MAX_ORDER_BYTES } from "./constants.js";
 
-/** A memory size as accepted by {@link parseSize}: `"512 MiB"`, `"1G"`, `"4194304"`, or a byte count. */
+/**
+ * A memory size as accepted by {@link parseSize}: `"512 MiB"`, `"1G"`, `"4194304"`, or a byte count.
+ *
+ * @category Machine
+ */
 export type MemorySize = string | number | bigint;
 
 const UNITS: Readonly<Record<string, bigint>> = {
@@ -69,6 +73,8 @@ function toBytes(input: MemorySize): bigint {
  * @throws {@link LiveUpdateError} `EINVAL` (message naming the input) when the input does not
  *   parse, is not positive, is not a multiple of 2 MiB (the largest page block), or exceeds
  *   `Number.MAX_SAFE_INTEGER` bytes
+ *
+ * @category Machine
  */
 export function parseSize(input: MemorySize): number {
   const bytes = toBytes(input);
@@ -83,6 +89,8 @@ export function parseSize(input: MemorySize): number {
  * `formatSize(536870912) === "512 MiB"`, `formatSize(6144) === "6 KiB"`, `formatSize(100) === "100 B"`.
  *
  * @param bytes - a non-negative byte count
+ *
+ * @category Machine
  */
 export function formatSize(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"] as const;

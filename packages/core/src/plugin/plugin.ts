@@ -1,12 +1,7 @@
 /**
  * Plugins: how file types, handlers, FLBs and device nodes get into a kernel.
  *
- * A plugin is `definePlugin({ name, dependencies, register })`. At boot the kernel orders plugins
- * so every dependency registers first (`ENOENT` for a missing dependency, `ELOOP` for a cycle,
- * `EEXIST` for a duplicate name) and awaits each `register(ctx)` in turn, before
- * /dev/liveupdate can be opened. `ctx` offers the kernel's child DI container and registration
- * helpers; `onTeardown` callbacks run in reverse order when the kernel goes away (after a live
- * update or on shutdown), continuing past failures.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link definePlugin}.
  *
  * @module
  */
@@ -17,7 +12,11 @@ import type { Kho, KhoIncoming } from "../kho/index.js";
 import type { Machine } from "../machine/index.js";
 import type { Awaitable, FileHandler, Flb, FlbAccess, LiveUpdate } from "../liveupdate/index.js";
 
-/** What `register` receives. */
+/**
+ * What `register` receives.
+ *
+ * @category Entry points
+ */
 export interface PluginContext {
   /** The kernel's child DI container: register your services here, never in the global one. */
   readonly container: DependencyContainer;
@@ -48,7 +47,11 @@ export interface PluginContext {
   onTeardown(fn: () => Awaitable<void>): void;
 }
 
-/** A plugin definition. */
+/**
+ * A plugin definition.
+ *
+ * @category Plugins
+ */
 export interface Plugin {
   /** Unique name. */
   readonly name: string;
@@ -58,7 +61,11 @@ export interface Plugin {
   register(ctx: PluginContext): Awaitable<void>;
 }
 
-/** What {@link definePlugin} accepts. */
+/**
+ * What {@link definePlugin} accepts.
+ *
+ * @category Plugins
+ */
 export interface PluginSpec {
   /** Unique name. */
   readonly name: string;
@@ -68,7 +75,34 @@ export interface PluginSpec {
   register(ctx: PluginContext): Awaitable<void>;
 }
 
-/** Validates a plugin definition. `EINVAL` for a missing name or `register`, or bad dependencies. */
+/**
+ * Validates a plugin definition. `EINVAL` for a missing name or `register`, or bad dependencies.
+ *
+ * A plugin is `definePlugin({ name, dependencies, register })`. At boot the kernel orders plugins
+ * so every dependency registers first (`ENOENT` for a missing dependency, `ELOOP` for a cycle,
+ * `EEXIST` for a duplicate name) and awaits each `register(ctx)` in turn, before
+ * /dev/liveupdate can be opened. `ctx` offers the kernel's child DI container and registration
+ * helpers; `onTeardown` callbacks run in reverse order when the kernel goes away (after a live
+ * update or on shutdown), continuing past failures.
+ *
+ * @example
+ * ```ts
+ * import { Machine, definePlugin } from "@luo/core";
+ *
+ * const hello = definePlugin({
+ *   name: "hello",
+ *   dependencies: [], // names of plugins that must register first
+ *   register(ctx) {
+ *     console.log(`registering on a machine of ${ctx.machine.stats().totalPages} pages`);
+ *     ctx.onTeardown(() => console.log("kernel going away"));
+ *   },
+ * });
+ * const kernel = await new Machine({ memory: "16 MiB" }).boot({ plugins: [hello] });
+ * await kernel.shutdown(); // "kernel going away"
+ * ```
+ *
+ * @category Entry points
+ */
 export function definePlugin(spec: PluginSpec): Plugin {
   checkPlugin(spec, "definePlugin");
   return Object.freeze({
@@ -126,6 +160,8 @@ export function checkPlugins(plugins: unknown, where: string): Plugin[] {
 /**
  * Orders plugins so dependencies come first (stable otherwise).
  * Errors: `EEXIST` duplicate name, `ENOENT` missing dependency, `ELOOP` dependency cycle.
+ *
+ * @category Plugins
  */
 export function orderPlugins(plugins: readonly Plugin[]): Plugin[] {
   const byName = new Map<string, Plugin>();

@@ -11,13 +11,33 @@ import type { Kho, KhoIncoming } from "../kho/index.js";
 import type { LiveUpdate } from "../liveupdate/index.js";
 import type { Machine } from "../machine/index.js";
 
-/** The machine the kernel runs on. */
+/**
+ * The machine the kernel runs on.
+ *
+ * @category Plugins
+ */
 export const MACHINE: InjectionToken<Machine> = Symbol.for("luo.Machine");
-/** The kernel's VFS context (device nodes, halt state). */
+/**
+ * The kernel's VFS context (device nodes, halt state).
+ *
+ * @category Plugins
+ */
 export const KERNEL_CONTEXT: InjectionToken<KernelContext> = Symbol.for("luo.KernelContext");
-/** Outgoing KHO of the kernel. */
+/**
+ * Outgoing KHO of the kernel.
+ *
+ * @category Plugins
+ */
 export const KHO: InjectionToken<Kho> = Symbol.for("luo.Kho");
-/** Incoming KHO handover (registered only after a live update). */
+/**
+ * Incoming KHO handover (registered only after a live update).
+ *
+ * @category Plugins
+ */
 export const KHO_INCOMING: InjectionToken<KhoIncoming> = Symbol.for("luo.KhoIncoming");
-/** The kernel's Live Update Orchestrator. */
+/**
+ * The kernel's Live Update Orchestrator.
+ *
+ * @category Plugins
+ */
 export const LIVE_UPDATE: InjectionToken<LiveUpdate> = Symbol.for("luo.LiveUpdate");

@@ -1,31 +1,13 @@
 /**
  * A booted kernel: the composition of machine, KHO, VFS, orchestrator and plugins, and kexec.
  *
- * Boot ({@link Kernel.boot} / `machine.boot()`): check the options and order the plugins (bad
- * input → `EINVAL`, dependency errors) before anything changes; then, under a machine checkpoint,
- * validate the incoming KHO handover from the machine's root address alone and rebuild the
- * allocator (corrupt state → `KernelPanicError`), read the LUO handover, set up the outgoing
- * handover pages, register /dev/liveupdate, and register plugins in dependency order. Boot is
- * atomic: when anything before the last plugin's `register` fails, the plugins that registered
- * are torn down in reverse and the checkpoint is rolled back, so the machine holds the same
- * handover (KHO root, preserved pages, bytes) and a later boot with working plugins recovers
- * every session. Once every plugin registered, the new kernel has taken over.
- *
- * kexec ({@link Kernel.kexec}): freeze and serialize (a freeze failure rejects and the kernel
- * keeps running), finalize KHO, optionally write the machine image, then scrub every
- * non-preserved page, halt this kernel (every pending or later call rejects with `ESHUTDOWN`),
- * tear plugins down in reverse, and boot the next kernel in this process — or, with `saveTo`,
- * leave it to `Machine.load(path).boot()` in another process. Bad options (including plugins of
- * the next kernel that are malformed or miss a dependency) are rejected before anything is
- * frozen. A failure after serialization but before the handover is committed unfreezes
- * everything and leaves this kernel usable. If the next kernel then fails to boot, this kernel
- * is gone but the handover is intact in the machine: boot it again with working plugins.
+ * The lifecycle, with its happy and unhappy paths, is documented on {@link Kernel}.
  *
  * @module
  */
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { describeValue, KernelPanicError, LiveUpdateError, toLiveUpdateError } from "../errors.js";
-import { KernelContext, Process } from "../kernel/index.js";
+import { KernelContext, Process, registerCharDevices } from "../kernel/index.js";
 import { Kho, KhoIncoming } from "../kho/index.js";
 import { readLuoHandover } from "../abi/index.js";
 import {
@@ -47,13 +29,21 @@ import {
 } from "../plugin/index.js";
 import { checkPlugins } from "../plugin/plugin.js";
 
-/** Options of a boot. */
+/**
+ * Options of a boot.
+ *
+ * @category Booting and kexec
+ */
 export interface BootOptions {
   /** Plugins providing file types, handlers, FLBs and devices. */
   readonly plugins?: readonly Plugin[];
 }
 
-/** Options of {@link Kernel.kexec} that boots the next kernel in this process. */
+/**
+ * Options of {@link Kernel.kexec} that boots the next kernel in this process.
+ *
+ * @category Booting and kexec
+ */
 export interface KexecOptions {
   /** Plugins of the next kernel (default: this kernel's), e.g. an upgraded handler set. */
   readonly plugins?: readonly Plugin[];
@@ -67,7 +57,11 @@ export interface KexecOptions {
   readonly gapNs?: bigint | number;
 }
 
-/** Options of {@link Kernel.kexec} that writes the machine image instead of booting. */
+/**
+ * Options of {@link Kernel.kexec} that writes the machine image instead of booting.
+ *
+ * @category Booting and kexec
+ */
 export interface KexecSaveOptions {
   /**
    * Write the machine image here instead of booting the next kernel in this process; continue
@@ -81,7 +75,48 @@ export interface KexecSaveOptions {
 const running = new WeakMap<Machine, Kernel>();
 let bootCounter = 0;
 
-/** One booted kernel on a machine. */
+/**
+ * One booted kernel on a machine.
+ *
+ * Boot ({@link Kernel.boot} / `machine.boot()`): check the options and order the plugins (bad
+ * input → `EINVAL`, dependency errors) before anything changes; then, under a machine checkpoint,
+ * validate the incoming KHO handover from the machine's root address alone and rebuild the
+ * allocator (corrupt state → `KernelPanicError`), read the LUO handover, set up the outgoing
+ * handover pages, register /dev/null, /dev/zero and /dev/liveupdate, and register plugins in dependency order. Boot is
+ * atomic: when anything before the last plugin's `register` fails, the plugins that registered
+ * are torn down in reverse and the checkpoint is rolled back, so the machine holds the same
+ * handover (KHO root, preserved pages, bytes) and a later boot with working plugins recovers
+ * every session. Once every plugin registered, the new kernel has taken over.
+ *
+ * kexec ({@link Kernel.kexec}): freeze and serialize (a freeze failure rejects and the kernel
+ * keeps running), finalize KHO, optionally write the machine image, then scrub every
+ * non-preserved page, halt this kernel (every pending or later call rejects with `ESHUTDOWN`),
+ * tear plugins down in reverse, and boot the next kernel in this process — or, with `saveTo`,
+ * leave it to `Machine.load(path).boot()` in another process. Bad options (including plugins of
+ * the next kernel that are malformed or miss a dependency) are rejected before anything is
+ * frozen. A failure after serialization but before the handover is committed unfreezes
+ * everything and leaves this kernel usable. If the next kernel then fails to boot, this kernel
+ * is gone but the handover is intact in the machine: boot it again with working plugins.
+ *
+ * @example
+ * ```ts
+ * import { Machine } from "@luo/core";
+ * import { createTestFile, testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const k1 = await new Machine({ memory: "32 MiB" }).boot({ plugins: [testHandlerPlugin()] });
+ * const vmm = k1.spawn("vmm");
+ * const session = await (await vmm.openLiveUpdate()).createSession("vm-0");
+ * await session.preserveFd(createTestFile(vmm, "state", new TextEncoder().encode("state")), 1n);
+ *
+ * const k2 = await k1.kexec(); // the next kernel, booted in this process
+ * console.log(k1.halted, k2.liveupdate.liveupdateNumber); // true 1n
+ * // Or hand over through a machine image, possibly to another process:
+ * //   await k1.kexec({ saveTo: "m.img" });   // resolves to undefined
+ * //   const k2 = await (await Machine.load("m.img")).boot({ plugins });
+ * ```
+ *
+ * @category Entry points
+ */
 export class Kernel {
   /** The VFS context: device nodes and halt state. */
   readonly context: KernelContext;
@@ -107,6 +142,7 @@ export class Kernel {
     this.kho = new Kho(machine);
     const handover = incoming ? readLuoHandover(incoming) : undefined;
     this.liveupdate = new LiveUpdate(this.context, { machine, kho: this.kho, incoming, container }, handover);
+    registerCharDevices(this.context);
     registerLiveUpdateDevice(this.liveupdate, (path, open) => this.context.registerDevice(path, open));
     container.registerInstance(MACHINE, machine);
     container.registerInstance(KERNEL_CONTEXT, this.context);

@@ -5,18 +5,33 @@
  * A {@link TestFile} holds up to {@link TEST_FILE_CAPACITY} bytes. Its handler preserves one
  * 16 KiB block: `preserve` allocates it, `freeze` writes `{u32 magic, u32 length, bytes}` (so the
  * content is captured at reboot, not at preserve), `retrieve` rebuilds the file from those bytes,
- * `finish` frees the block of a file that was never retrieved. A {@link TestControl} records
- * every callback in a log and can make any callback fail (with an errno or a plain `Error`) or
- * veto, optionally only for some tokens — the switchboard of the fault-injection tests.
+ * `finish` frees the block of a file that was never retrieved. Test FLB `i` hands over the value
+ * `TEST_FLB_MAGIC + i`; its `retrieve` rejects any other value with `EINVAL`.
+ *
+ * A {@link TestControl} records every callback in a log (for FLBs with the value the callback
+ * saw) and can make any callback fail (with an errno or a plain `Error`) or veto, optionally only
+ * for some tokens — the switchboard of the fault-injection tests. {@link testHandlerPlugin} gives
+ * every kernel that registers it a fresh control (a cold boot, `machine.boot`, and `kexec()`,
+ * which reuses the plugin object): `plugin.control` is the newest kernel's, `plugin.controlOf(k)`
+ * any kernel's. Pass `control` to share one switchboard across kernels instead.
+ *
+ * Nothing here imports a test runner: use it from plain scripts, examples or any test framework.
  *
  * @module
  */
-import { LiveUpdateError, type ErrnoCode } from "../errors.js";
+import { LiveUpdateError } from "../errors.js";
 import { KernelFile, type Process } from "../kernel/index.js";
 import { hex } from "../machine/hex.js";
 import { PAGE_SIZE } from "../machine/index.js";
 import { defineFileHandler, defineFlb, type FileHandler, type Flb } from "../liveupdate/index.js";
 import { definePlugin, type Plugin } from "../plugin/index.js";
+import {
+  TestControl,
+  TestControls,
+  controlFor,
+  type TestControlSource,
+  type TestKernelKey,
+} from "./test-control.js";
 
 /** The block the test handler preserves per file: `{u32 magic, u32 length}` then the bytes. */
 const BLOCK_SIZE = 4 * PAGE_SIZE;
@@ -95,107 +110,33 @@ export function createTestFile(proc: Process, label: string, content?: Uint8Arra
   return proc.installFile(new TestFile(label, content));
 }
 
-/** Callbacks that can be made to fail. */
-export type TestOp =
-  | "preserve"
-  | "unpreserve"
-  | "freeze"
-  | "unfreeze"
-  | "retrieve"
-  | "canFinish"
-  | "finish"
-  | "flbPreserve"
-  | "flbUnpreserve"
-  | "flbRetrieve"
-  | "flbFinish";
-
-/** How a callback fails. */
-export interface TestFault {
-  /** Fail with this errno (default `EIO`); ignored for `canFinish`, which vetoes. */
-  readonly code?: ErrnoCode;
-  /** Throw a plain `Error` instead of a `LiveUpdateError`. */
-  readonly plain?: boolean;
-  /** Only for these tokens (file callbacks) or FLB indexes (FLB callbacks); default: all. */
-  readonly only?: readonly bigint[];
-}
-
-/** One recorded callback. */
-export interface TestCall {
-  /** Which callback. */
-  readonly op: TestOp;
-  /** File token, or FLB index for FLB callbacks. */
-  readonly key: bigint;
-  /** Session name (file callbacks). */
-  readonly session?: string;
-  /** Whether the call failed by injection. */
-  readonly failed: boolean;
-}
-
-/** Fault switches and the call log shared by every kernel that loads the test plugin. */
-export class TestControl {
-  /** Active faults by callback. */
-  readonly faults = new Map<TestOp, TestFault>();
-  /** Every callback, in call order. */
-  readonly log: TestCall[] = [];
-
-  /** Makes `op` fail (see {@link TestFault}). */
-  fail(op: TestOp, fault: TestFault = {}): this {
-    this.faults.set(op, fault);
-    return this;
-  }
-
-  /** Removes every fault. */
-  heal(): this {
-    this.faults.clear();
-    return this;
-  }
-
-  /** The log filtered to one callback, as keys. */
-  calls(op: TestOp): bigint[] {
-    return this.log.filter((c) => c.op === op && !c.failed).map((c) => c.key);
-  }
-
-  /** Records a call and throws if a fault applies. For `canFinish` returns false instead. */
-  hit(op: TestOp, key: bigint, session?: string): boolean {
-    const f = this.faults.get(op);
-    const failing = f !== undefined && (f.only === undefined || f.only.includes(key));
-    this.log.push({ op, key, session, failed: failing });
-    if (!failing) return true;
-    if (op === "canFinish") return false;
-    // A plain Error on purpose: the core must wrap foreign errors as EIO.
-    // eslint-disable-next-line no-restricted-syntax
-    if (f.plain) throw new Error(`injected plain failure in ${op} (${key})`);
-    throw new LiveUpdateError(f.code ?? "EIO", `injected failure in ${op} (${key})`);
-  }
-}
-
-/** Builds the test handler bound to `control`. */
-export function createTestHandler(control: TestControl): FileHandler<TestFile, undefined> {
+/** Builds the test handler bound to `source` (one control, or the per-kernel controls). */
+export function createTestHandler(source: TestControlSource): FileHandler<TestFile, undefined> {
   return defineFileHandler<TestFile, undefined>({
     compatible: TEST_HANDLER_COMPATIBLE,
     canPreserve: (file) => file instanceof TestFile,
-    preserve({ kho, token, session }) {
-      control.hit("preserve", token, session.sessionName);
+    preserve({ kho, token, session, container }) {
+      controlFor(source, container).hit("preserve", token, session.sessionName);
       return { data: kho.allocPreserve(BLOCK_SIZE).phys };
     },
-    unpreserve({ kho, data, token, session }) {
-      control.hit("unpreserve", token, session.sessionName);
+    unpreserve({ kho, data, token, session, container }) {
+      controlFor(source, container).hit("unpreserve", token, session.sessionName);
       kho.unpreserveFree(data);
     },
-    freeze({ machine, file, data, token, session }) {
-      control.hit("freeze", token, session.sessionName);
+    freeze({ machine, file, data, token, session, container }) {
+      controlFor(source, container).hit("freeze", token, session.sessionName);
       const block = machine.view(data, BLOCK_SIZE);
       const dv = new DataView(block.buffer, block.byteOffset, BLOCK_HEADER_SIZE);
       dv.setUint32(0, TEST_FILE_MAGIC, true);
       dv.setUint32(4, file.content.length, true);
       block.set(file.content, BLOCK_HEADER_SIZE);
     },
-    unfreeze({ machine, data, token, session }) {
-      control.hit("unfreeze", token, session.sessionName);
+    unfreeze({ machine, data, token, session, container }) {
+      controlFor(source, container).hit("unfreeze", token, session.sessionName);
       machine.view(data, BLOCK_SIZE).fill(0);
     },
-    retrieve({ incoming, data, token, session }) {
-      control.hit("retrieve", token, session.sessionName);
+    retrieve({ incoming, data, token, session, container }) {
+      controlFor(source, container).hit("retrieve", token, session.sessionName);
       if (!incoming || !incoming.covers(data, BLOCK_SIZE)) {
         throw new LiveUpdateError("EINVAL", `test file data ${hex(data)} is not handed-over memory`);
       }
@@ -212,11 +153,11 @@ export function createTestHandler(control: TestControl): FileHandler<TestFile, u
       incoming.restoreFree(data);
       return file;
     },
-    canFinish({ token, session }) {
-      return control.hit("canFinish", token, session.sessionName);
+    canFinish({ token, session, container }) {
+      return controlFor(source, container).hit("canFinish", token, session.sessionName);
     },
-    finish({ incoming, data, retrieveStatus, token, session }) {
-      control.hit("finish", token, session.sessionName);
+    finish({ incoming, data, retrieveStatus, token, session, container }) {
+      controlFor(source, container).hit("finish", token, session.sessionName);
       if (retrieveStatus !== 1 && incoming?.covers(data, BLOCK_SIZE)) incoming.restoreFree(data);
     },
   });
@@ -228,58 +169,104 @@ export interface TestFlbObject {
   readonly magic: bigint;
 }
 
-/** Builds test FLB `index` (`liveupdate-test-flb-v<index>`) bound to `control`. */
-export function createTestFlb(control: TestControl, index: number): Flb<TestFlbObject> {
+/**
+ * Builds test FLB `index` (`liveupdate-test-flb-v<index>`) bound to `source`. It hands over
+ * `TEST_FLB_MAGIC + index`; `retrieve` fails with `EINVAL` on any other incoming value.
+ */
+export function createTestFlb(source: TestControlSource, index: number): Flb<TestFlbObject> {
   const key = BigInt(index);
+  const magic = TEST_FLB_MAGIC + key;
+  const compatible = `liveupdate-test-flb-v${index}`;
   return defineFlb<TestFlbObject>({
-    compatible: `liveupdate-test-flb-v${index}`,
-    preserve() {
-      control.hit("flbPreserve", key);
-      const magic = TEST_FLB_MAGIC + key;
+    compatible,
+    preserve({ kho }) {
+      controlFor(source, kho).hit("flbPreserve", key, undefined, magic);
       return { data: magic, obj: { magic } };
     },
-    unpreserve() {
-      control.hit("flbUnpreserve", key);
+    unpreserve({ kho, data }) {
+      controlFor(source, kho).hit("flbUnpreserve", key, undefined, data);
     },
-    retrieve({ data }) {
-      control.hit("flbRetrieve", key);
+    retrieve({ incoming, data }) {
+      controlFor(source, incoming).hit("flbRetrieve", key, undefined, data);
+      if (data !== magic) {
+        throw new LiveUpdateError(
+          "EINVAL",
+          `FLB "${compatible}": incoming data ${hex(data)} is not ${hex(magic)}`,
+        );
+      }
       return { magic: data };
     },
-    finish() {
-      control.hit("flbFinish", key);
+    finish({ incoming, obj }) {
+      controlFor(source, incoming).hit("flbFinish", key, undefined, obj.magic);
     },
   });
 }
 
 /** Options of {@link testHandlerPlugin}. */
 export interface TestPluginOptions {
-  /** Shared fault switches and log (default: a new one). */
+  /**
+   * One control shared by every kernel that registers the plugin (faults and log carry over a
+   * kexec). Default: a fresh control per kernel.
+   */
   readonly control?: TestControl;
   /** Number of test FLBs linked to the handler (default 0). */
   readonly flbs?: number;
 }
 
-/** The test handler, its FLBs and their control, as returned by {@link testHandlerPlugin}. */
+/** The test handler, its FLBs and their controls, as returned by {@link testHandlerPlugin}. */
 export interface TestPlugin extends Plugin {
-  /** Fault switches and call log. */
+  /**
+   * Fault switches and call log of the newest kernel that registered the plugin (the shared
+   * control when one was given). `ENOENT` before the first boot unless one was given.
+   */
   readonly control: TestControl;
+  /** The control of `kernel` (the shared control when one was given). `ENOENT` if not registered there. */
+  controlOf(kernel: TestKernelKey): TestControl;
   /** The handler. */
   readonly handler: FileHandler<TestFile, undefined>;
   /** The linked FLBs. */
   readonly testFlbs: readonly Flb<TestFlbObject>[];
 }
 
-/** A plugin that registers the test handler and `flbs` test FLBs. */
+/**
+ * A plugin that registers the test handler and `flbs` test FLBs. Every kernel that registers it
+ * gets a fresh {@link TestControl} (unless `options.control` is shared).
+ *
+ * @example
+ * ```ts
+ * import { Machine } from "@luo/core";
+ * import { testHandlerPlugin } from "@luo/core/testing";
+ *
+ * const plugin = testHandlerPlugin({ flbs: 1 });
+ * const k1 = await new Machine({ memory: "16 MiB" }).boot({ plugins: [plugin] });
+ * plugin.control.fail("freeze", { code: "EAGAIN" }); // arm one fault in k1
+ * plugin.control.clear("freeze"); // and clear it again
+ * const k2 = await k1.kexec(); // same plugin object, fresh state in k2
+ * plugin.control.log.length; // 0: k2 has not called the handler yet
+ * plugin.controlOf(k1).log; // k1's calls
+ * ```
+ */
 export function testHandlerPlugin(options: TestPluginOptions = {}): TestPlugin {
-  const control = options.control ?? new TestControl();
-  const handler = createTestHandler(control);
-  const testFlbs = Array.from({ length: options.flbs ?? 0 }, (_, i) => createTestFlb(control, i));
+  const shared = options.control;
+  const controls = new TestControls();
+  const source: TestControlSource = shared ?? controls;
+  const handler = createTestHandler(source);
+  const testFlbs = Array.from({ length: options.flbs ?? 0 }, (_, i) => createTestFlb(source, i));
   const plugin = definePlugin({
     name: "luo-test",
     async register(ctx) {
+      controls.attach(ctx);
       await ctx.registerFileHandler(handler);
       for (const flb of testFlbs) await ctx.registerFlb(handler, flb);
     },
   });
-  return { ...plugin, control, handler, testFlbs };
+  return {
+    ...plugin,
+    get control() {
+      return shared ?? controls.current;
+    },
+    controlOf: (kernel) => shared ?? controls.of(kernel),
+    handler,
+    testFlbs,
+  };
 }

@@ -24,7 +24,7 @@ export interface FaultPlugin extends TestPlugin {
 }
 
 /**
- * The plugin of `testHandlerPlugin({ control, flbs })`, except that its handler's canFinish can
+ * The plugin of `testHandlerPlugin({ control, flbs })` (one control shared by every kernel), except that its handler's canFinish can
  * throw: it asks the test handler (which logs the call and returns false when a canFinish fault
  * is armed) and converts that false into a throw while {@link FaultPlugin.canFinishThrow} is set.
  */
@@ -51,7 +51,7 @@ export function faultPlugin(control: TestControl, flbCount: number): FaultPlugin
       for (const flb of testFlbs) await ctx.registerFlb(handler, flb);
     },
   });
-  return Object.assign(out, { ...plugin, control, handler, testFlbs });
+  return Object.assign(out, { ...plugin, control, controlOf: () => control, handler, testFlbs });
 }
 
 /** A call as `op:session:key`, with `!` when the call failed by injection (FLB calls: no session). */
@@ -75,7 +75,7 @@ export function chainHasCode(e: unknown, code: ErrnoCode): boolean {
 }
 
 /**
- * The hierarchy level of a lock from its name as heldLocks() reports it (SPEC §2.6): serialize 1,
+ * The hierarchy level of a lock from its name as heldLocks() reports it: serialize 1,
  * incoming list 2.1, outgoing list 2.2, session 3, file 4.x, FLB 5.
  */
 export function lockLevelOf(name: string): number {

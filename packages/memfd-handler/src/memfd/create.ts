@@ -43,6 +43,19 @@ export interface MemfdCreateOptions {
  * @throws `LiveUpdateError` `EINVAL` (name too long or with a NUL), `EOPNOTSUPP` (the kernel
  *   was booted without the `memfd()` plugin), `ESHUTDOWN` (the kernel was replaced), `ESRCH`
  *   (the process exited)
+ *
+ * @example
+ * ```ts
+ * import { F_ADD_SEALS, F_GET_SEALS, Machine } from "@luo/core";
+ * import { F_SEAL_GROW, F_SEAL_SHRINK, formatSeals, memfd, memfdCreate, memfdFile } from "@luo/memfd-handler";
+ *
+ * const kernel = await new Machine({ memory: "16 MiB" }).boot({ plugins: [memfd()] });
+ * const proc = kernel.spawn("vmm");
+ * const fd = memfdCreate(proc, "config", { allowSealing: true });
+ * proc.write(fd, new TextEncoder().encode('{"vcpus":4}'));
+ * proc.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+ * console.log(memfdFile(proc, fd).size(), formatSeals(proc.fcntl(fd, F_GET_SEALS))); // 11 "SHRINK|GROW"
+ * ```
  */
 export function memfdCreate(proc: Process, name: string, options: MemfdCreateOptions = {}): number {
   if (typeof name !== "string" || name.includes("\0")) {
