@@ -1,6 +1,7 @@
 /**
  * One Chrome/Perfetto trace for a whole fleet update: both kernels, luod, every VMM and the DMA
- * device on one clock (milliseconds of `performance.now()`, written as microseconds).
+ * device on one clock: wall-clock milliseconds (`performance.timeOrigin + performance.now()`, the
+ * clock of the core's live-update events, the same in every process), written as microseconds.
  *
  * Phases are complete events (`ph: "X"`, category `phase`) on the row of the guest they belong to;
  * the guest blackout and the device DMA blackout are complete events of categories `blackout` and

@@ -43,6 +43,7 @@ export {
   MachineHardwareSet,
   type HardwareFactory,
   type HardwareLoader,
+  type HardwareRecord,
   type MachineHardware,
 } from "./machine/index.js";
 export {

@@ -91,7 +91,8 @@ describe("the public surface of @luo/core", () => {
       expect(name in core, `${name} is not public`).toBe(false);
       expect(name in internal, `${name} is in @luo/core/internal`).toBe(true);
     }
-    for (const name of ["BlockChain", "SessionRecords", "toU64", "toLiveUpdateError"]) {
+    // BlockChain and readChain are public: handler-owned record sets (the PCI FLB) use them.
+    for (const name of ["SessionRecords", "toU64", "toLiveUpdateError"]) {
       expect(name in core, `${name} is not public`).toBe(false);
     }
     const both = Object.keys(internal).filter((n) => n in core);

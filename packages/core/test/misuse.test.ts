@@ -76,7 +76,11 @@ describe("malformed boot and kexec input is EINVAL", () => {
     ["saveTo as a number", { saveTo: 5 }, "kexec: saveTo must be a non-empty path string, not a number 5"],
     ["an empty saveTo", { saveTo: "" }, 'kexec: saveTo must be a non-empty path string, not a string ""'],
     ["options as a number", 1, "kexec: options must be an object, not a number 1"],
-    ["a misspelt option", { saveto: "/tmp/x" }, 'kexec: unknown option "saveto" (known: plugins, saveTo)'],
+    [
+      "a misspelt option",
+      { saveto: "/tmp/x" },
+      'kexec: unknown option "saveto" (known: plugins, saveTo, gapNs)',
+    ],
   ];
   for (const [what, options, message] of kexecCases) {
     it(`kexec with ${what} fails before anything is frozen`, async () => {

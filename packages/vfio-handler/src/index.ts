@@ -5,8 +5,6 @@
  *
  * @packageDocumentation
  */
-import "reflect-metadata";
-
 export * from "./pci/regs.js";
 export * from "./pci/config-space.js";
 export * from "./pci/function.js";

@@ -5,16 +5,25 @@
 // into the same physical pages (only preserved ones).
 import { describe, expect, it } from "vitest";
 import { memfdFile, memfdPages } from "@luo/memfd-handler";
-import { hwptAlloc, hwptRestore, ioasAlloc, ioasMapFile, iommuUnits } from "@luo/iommufd-handler";
+import {
+  hwptAlloc,
+  hwptRestore,
+  ioasAlloc,
+  ioasMapFile,
+  iommufdOpen,
+  iommuUnitLoader,
+  iommuUnits,
+} from "@luo/iommufd-handler";
 import {
   DmaEngineDriver,
   PCI_CORE,
   VFIO_CORE,
+  pciSegmentLoader,
   vfioCdevPath,
   vfioDevice,
   type VfioLiveUpdateMode,
 } from "@luo/vfio-handler";
-import type { Machine, Process } from "@luo/core";
+import { Machine, type Process } from "@luo/core";
 import {
   HIGH_IOVA,
   HWPT_TOKEN,
@@ -27,7 +36,7 @@ import {
   preserveVm,
   vfioPlugins,
 } from "./helpers/boot.js";
-import { sameBytes } from "./helpers/tmp.js";
+import { sameBytes, tempDir } from "./helpers/tmp.js";
 
 const MiB = 1 << 20;
 
@@ -105,6 +114,47 @@ describe.each(["reset", "continuous"] as const)("two kernels, %s mode", (mode) =
     proc.close(next.fd);
     proc.close(await proc.open(vfioCdevPath(0)));
     expect(k2.container.resolve(PCI_CORE).incoming?.nrDevices).toBe(0);
+  });
+});
+
+describe("a transfer in flight inside a saved machine image", () => {
+  it("continuous mode: the engine's registers and its job travel in the image and finish in the loaded machine", async () => {
+    const machine = pciMachine();
+    const b = await bootVfio(machine, { mode: "continuous" });
+    const vm = await deviceVm(b.proc);
+    const src = pattern(64 * 1024, 11);
+    b.proc.pwrite(vm.ram, src, 0);
+    await preserveVm(b.proc, vm);
+    vm.drv.memcpyStart(HIGH_IOVA, HIGH_IOVA + BigInt(MiB), src.length, 10);
+    machine.advanceTime(5_000);
+    const path = `${await tempDir()}/inflight.img`;
+    await b.kernel.kexec({ saveTo: path });
+    const loaded = await Machine.load(path, { hardware: [iommuUnitLoader, pciSegmentLoader] });
+    loaded.advanceTime(10_000_000); // the gap, in the loaded machine
+    const k2 = await loaded.boot({ plugins: vfioPlugins({ mode: "continuous" }) });
+    const proc = k2.spawn("vmm");
+    const next = await nextKernelFlow(proc, 4 * MiB, "continuous");
+    expect(next.drv.completed()).toBe(10);
+    expect(sameBytes(proc.pread(next.ram, src.length, MiB), src)).toBe(true);
+    expect(faults(loaded)).toBe(0);
+  });
+});
+
+describe("iommufd phase 1 in the next kernel", () => {
+  it("the device retrieves but cannot bind to a new iommufd (EPERM); FINISH never succeeds", async () => {
+    const machine = pciMachine();
+    const b = await bootVfio(machine);
+    const vm = await deviceVm(b.proc);
+    await preserveVm(b.proc, vm);
+    const k2 = await b.kernel.kexec({ plugins: vfioPlugins({}, "phase1") });
+    const proc = k2.spawn("vmm");
+    const s = await (await proc.openLiveUpdate()).retrieveSession("vm");
+    expect(await code(s.retrieveFd(2n))).toBe("EOPNOTSUPP");
+    const dev = vfioDevice(proc, await s.retrieveFd(3n));
+    const fresh = await iommufdOpen(proc);
+    expect(await code(dev.bindIommufd(fresh))).toBe("EPERM");
+    expect(await code(dev.info())).toBe("EINVAL"); // still unbound: nothing changed
+    expect(await code(s.finish())).toBe("EBUSY");
   });
 });
 

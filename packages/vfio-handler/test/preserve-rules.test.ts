@@ -15,7 +15,10 @@ import {
   DMA_REG,
   inspectPciFlb,
   inspectVfioRecord,
+  dmaEngine,
+  pciBridge,
   pciSegmentLoader,
+  rootPort,
   vfioCdevPath,
   vfioDevice,
 } from "@luo/vfio-handler";
@@ -26,6 +29,7 @@ import {
   code,
   deviceVm,
   liveUpdate,
+  pciMachine,
   preserveVm,
   vfioPlugins,
   type Booted,
@@ -155,30 +159,83 @@ describe("every preserve error leaves everything as it was", () => {
     expect(snapshot(b, vm)).toEqual(before);
   });
 
+  it("devices behind one bridge share its entry: refcounts count the preserved devices below", async () => {
+    const shared = pciMachine({
+      devices: [
+        rootPort({
+          device: 1,
+          children: [
+            pciBridge({ device: 0, children: [dmaEngine({ device: 0 }), dmaEngine({ device: 1 })] }),
+          ],
+        }),
+      ],
+    });
+    const b = await bootVfio(shared);
+    const a = await deviceVm(b.proc, { n: 0 });
+    const c = await deviceVm(b.proc, { n: 1 });
+    const lu = await liveUpdate(b.proc);
+    const s1 = await lu.createSession("a");
+    const s2 = await lu.createSession("c");
+    await s1.preserveFd(a.ram, 1n);
+    await s1.preserveFd(a.iommufd, 2n);
+    await s1.preserveFd(a.fd, 3n);
+    await s2.preserveFd(c.ram, 1n);
+    await s2.preserveFd(c.iommufd, 2n);
+    await s2.preserveFd(c.fd, 3n);
+    const out = b.kernel.container.resolve(PCI_CORE).outgoing!;
+    expect([
+      out.refcount(0, 0x0200),
+      out.refcount(0, 0x0208),
+      out.refcount(0, 0x0100),
+      out.refcount(0, 0x0008),
+    ]).toEqual([1, 1, 2, 2]);
+    b.proc.close(s1.fd);
+    await new Promise((r) => setTimeout(r, 0));
+    expect([
+      out.refcount(0, 0x0200),
+      out.refcount(0, 0x0208),
+      out.refcount(0, 0x0100),
+      out.refcount(0, 0x0008),
+    ]).toEqual([0, 1, 1, 1]);
+    expect(out.nrDevices).toBe(3);
+  });
+
   it("the PCI FLB reuses freed slots before it grows", async () => {
     const b = await bootVfio();
     const vm = await deviceVm(b.proc);
     const vm3 = await deviceVm(b.proc, { n: 3 });
-    const s = await session(b.proc);
-    for (const v of [vm, vm3]) {
-      await s.preserveFd(v.ram, BigInt(v.fd) * 10n);
-      await s.preserveFd(v.iommufd, BigInt(v.fd) * 10n + 1n);
-    }
-    await s.preserveFd(vm.fd, 100n);
-    await s.preserveFd(vm3.fd, 101n);
+    const lu = await liveUpdate(b.proc);
+    const preserveIn = async (name: string, v: DeviceVm) => {
+      const s = await lu.createSession(name);
+      await s.preserveFd(v.ram, 1n);
+      await s.preserveFd(v.iommufd, 2n);
+      await s.preserveFd(v.fd, 3n);
+      return s;
+    };
+    const s1 = await preserveIn("first", vm);
+    await preserveIn("second", vm3);
     const out = b.kernel.container.resolve(PCI_CORE).outgoing!;
-    expect(out.nrDevices).toBe(5);
-    // The FLB layout: pci_ser then one block; 5 entries with refcounts.
-    const flb = inspectPciFlb(b.machine, out.phys);
-    expect(flb.version).toBe(2);
-    expect(flb.devices.map((d) => [d.address, d.refcount])).toEqual([
-      ["0000:02:00.0", 1],
-      ["0000:01:00.0", 1],
-      ["0000:00:01.0", 1],
-      ["0000:04:00.0", 1],
-      ["0000:00:03.0", 1],
+    const layout = () => inspectPciFlb(b.machine, out.phys).devices.map((d) => `${d.address}:${d.refcount}`);
+    expect(layout()).toEqual([
+      "0000:02:00.0:1",
+      "0000:01:00.0:1",
+      "0000:00:01.0:1",
+      "0000:04:00.0:1",
+      "0000:00:03.0:1",
     ]);
-    expect(flb.blocks).toHaveLength(1);
+    b.proc.close(s1.fd); // slots 0..2 become free (refcount 0), the chain keeps its one block
+    await new Promise((r) => setTimeout(r, 0));
+    expect(layout()).toEqual(["0000:04:00.0:1", "0000:00:03.0:1"]);
+    expect(inspectPciFlb(b.machine, out.phys).nrDevices).toBe(2);
+    await preserveIn("third", vm); // reuses slots 0..2
+    expect(layout()).toEqual([
+      "0000:02:00.0:1",
+      "0000:01:00.0:1",
+      "0000:00:01.0:1",
+      "0000:04:00.0:1",
+      "0000:00:03.0:1",
+    ]);
+    expect(out.blocks).toBe(1);
   });
 });
 

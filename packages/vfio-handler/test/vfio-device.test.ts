@@ -40,7 +40,16 @@ import {
   vfioGroupPath,
   vfioOpen,
 } from "@luo/vfio-handler";
-import { bootVfio, intArg, openViaGroup, pciMachine, strArg } from "./helpers/boot.js";
+import {
+  bootVfio,
+  deviceVm,
+  intArg,
+  openViaGroup,
+  pciMachine,
+  preserveVm,
+  strArg,
+  vfioPlugins,
+} from "./helpers/boot.js";
 import { tempDir } from "./helpers/tmp.js";
 
 async function code(p: Promise<unknown> | (() => unknown)): Promise<string> {
@@ -226,6 +235,24 @@ describe("the uapi rules: only a bound cdev is preservable", () => {
       expect(await code(s.preserveFd(cdev, 4n))).toBe("ENOENT"); // not bound
       // Nothing changed: the device still works through the group path.
       expect(vfioDevice(proc, device).barRead(0, DMA_REG.id)).toBe(BigInt(DMA_ENGINE_ID));
+    });
+  }
+});
+
+describe("the uapi rules: a bound cdev preserves (native iommufd, both iommufd behaviours)", () => {
+  for (const iommu of ["restore", "phase1"] as const) {
+    it(`cdev bound to an iommufd: PRESERVE_FD succeeds (iommufd ${iommu})`, async () => {
+      const machine = pciMachine();
+      const kernel = await machine.boot({ plugins: vfioPlugins({}, iommu) });
+      const proc = kernel.spawn("vmm");
+      const vm = await deviceVm(proc);
+      const s = await preserveVm(proc, vm);
+      expect(kernel.liveupdate.handingOver().sessions[0]!.files.map((f) => f.compatible)).toEqual([
+        "memfd-v2",
+        "iommufd-v1",
+        "vfio-pci-v1",
+      ]);
+      expect(s.name).toBe("vm");
     });
   }
 });

@@ -25,6 +25,7 @@ export {
   MachineHardwareSet,
   type HardwareFactory,
   type HardwareLoader,
+  type HardwareRecord,
   type MachineHardware,
 } from "./hardware.js";
 export { MACHINE_IMAGE_MAGIC, MACHINE_IMAGE_VERSION } from "./image.js";

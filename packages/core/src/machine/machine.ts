@@ -168,6 +168,7 @@ export class Machine {
   readonly #contents: PageContents;
   #khoRoot = 0n;
   #generation = 0;
+  #timeNs = 0n;
   #checkpoint: CheckpointState | undefined;
 
   static {
@@ -177,7 +178,6 @@ export class Machine {
       return new Uint8Array(m.#ram.buffer, m.#ram.byteOffset + off, length);
     };
   }
-  #timeNs = 0n;
 
   /**
    * Powers on a machine with all RAM free (and reading as poison).
@@ -766,19 +766,6 @@ export class Machine {
     return m;
   }
 
-  /** Makes exactly `blocks` (ascending) allocated, with their preserved marks; contents untouched. */
-  #setBlocks(blocks: readonly ImageBlock[]): void {
-    this.#alloc.reset(blocks.map((b) => [b.index, b.order] as const));
-    for (const b of blocks) {
-      const n = 1 << b.order;
-      if (b.preserved === "all") this.#alloc.markPreserved(b.index, n);
-      else if (b.preserved instanceof Uint8Array) {
-        for (let i = 0; i < n; i++)
-          if (b.preserved[i >> 3]! & (1 << (i & 7))) this.#alloc.markPreserved(b.index + i, 1);
-      }
-    }
-  }
-
   #loadHardware(path: string, section: Buffer, loaders: readonly HardwareLoader[]): void {
     const decoded = decodeHardwareSection(section, path);
     this.#timeNs = decoded.timeNs;
@@ -796,6 +783,19 @@ export class Machine {
           `cannot rebuild hardware "${r.name}" (${r.kind}): ${(e as Error).message}`,
           { cause: e },
         );
+      }
+    }
+  }
+
+  /** Makes exactly `blocks` (ascending) allocated, with their preserved marks; contents untouched. */
+  #setBlocks(blocks: readonly ImageBlock[]): void {
+    this.#alloc.reset(blocks.map((b) => [b.index, b.order] as const));
+    for (const b of blocks) {
+      const n = 1 << b.order;
+      if (b.preserved === "all") this.#alloc.markPreserved(b.index, n);
+      else if (b.preserved instanceof Uint8Array) {
+        for (let i = 0; i < n; i++)
+          if (b.preserved[i >> 3]! & (1 << (i & 7))) this.#alloc.markPreserved(b.index + i, 1);
       }
     }
   }

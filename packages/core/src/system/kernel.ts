@@ -285,7 +285,7 @@ export class Kernel {
     ) {
       throw new LiveUpdateError(
         "EINVAL",
-        `kexec: gapNs ${String(gap)} must be a non-negative integer, and not combined with saveTo`,
+        `kexec: gapNs ${describeValue(gap)} must be a non-negative integer, and not combined with saveTo`,
       );
     }
     if (this.kexecBusy) throw new LiveUpdateError("EBUSY", `a kexec of ${this.name} is already in progress`);

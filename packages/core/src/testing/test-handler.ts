@@ -242,8 +242,8 @@ export interface TestPlugin extends Plugin {
  * plugin.control.fail("freeze", { code: "EAGAIN" }); // arm one fault in k1
  * plugin.control.clear("freeze"); // and clear it again
  * const k2 = await k1.kexec(); // same plugin object, fresh state in k2
- * plugin.control.log.length; // 0: k2 has not called the handler yet
- * plugin.controlOf(k1).log; // k1's calls
+ * console.log(plugin.control.log.length); // 0: k2 has not called the handler yet
+ * console.log(plugin.controlOf(k1).log.length); // k1's calls (none: nothing was preserved)
  * ```
  */
 export function testHandlerPlugin(options: TestPluginOptions = {}): TestPlugin {

@@ -337,6 +337,24 @@ export class IommuUnit implements MachineHardware {
     return out;
   }
 
+  /**
+   * DMA read by `rid` into the device's own buffer `into` (its FIFO): the same translation and
+   * faults as {@link IommuUnit.dmaRead}, without allocating. A device that moves data in bursts
+   * should use this: allocating (or `slice()`-ing) a fresh array per burst was measured at
+   * 0.6 GB/s for 512 KiB bursts (and `slice()` of a view into RAM at 0.1 GB/s), a copy into a
+   * reused buffer runs at memcpy speed.
+   */
+  dmaReadInto(rid: RequesterId, iova: bigint | number, into: Uint8Array): void {
+    if (!(into instanceof Uint8Array))
+      throw new LiveUpdateError("EINVAL", `${this.name}: DMA buffer is not bytes`);
+    const views = this.#translate(rid, toIova(iova, "dmaRead"), into.length, false);
+    let at = 0;
+    for (const v of views) {
+      into.set(v, at);
+      at += v.length;
+    }
+  }
+
   /** DMA write by `rid` (see {@link DmaPort.dmaWrite}). */
   dmaWrite(rid: RequesterId, iova: bigint | number, bytes: Uint8Array): void {
     if (!(bytes instanceof Uint8Array))

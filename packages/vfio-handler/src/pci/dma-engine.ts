@@ -148,6 +148,8 @@ export class DmaEngine extends PciEndpoint {
   #faultIova = 0n;
   /** Latched at start: the transfer in flight. */
   #job: DmaJob | undefined;
+  /** The engine's FIFO, allocated at its first transfer (256 idle engines need no 16 MiB). */
+  #fifo: Uint8Array | undefined;
   /** Fractional nanosecond budget carried between advances. */
   #credit = 0;
   /** Bytes the engine has copied since power-on (all transfers). */
@@ -295,10 +297,11 @@ export class DmaEngine extends PciEndpoint {
       }
       const srcIova = job.src + this.#progress;
       const dstIova = job.dst + this.#progress;
-      let chunk: Uint8Array;
+      // The engine's FIFO: one buffer reused for every burst (no allocation per burst).
+      const chunk = (this.#fifo ??= new Uint8Array(DMA_BURST)).subarray(0, burst);
       try {
         if (!port) throw new LiveUpdateError("EFAULT", `${this.address}: no DMA path`);
-        chunk = port.read(this.domain, this.bdf, srcIova, burst);
+        port.read(this.domain, this.bdf, srcIova, chunk);
       } catch {
         this.#fail(srcIova, job);
         return;

@@ -18,9 +18,10 @@ export function machineDmaPath(machine: Machine): PciDmaPath {
   const unitFor = (segment: number, bdf: number) =>
     iommuUnits(machine).find((u) => u.covers({ segment, bdf }));
   return {
-    read(domain, rid, iova, length) {
+    read(domain, rid, iova, into) {
       const u = unitFor(domain, rid);
-      return u ? u.dmaRead({ segment: domain, bdf: rid }, iova, length) : ram.read(domain, rid, iova, length);
+      if (u) u.dmaReadInto({ segment: domain, bdf: rid }, iova, into);
+      else ram.read(domain, rid, iova, into);
     },
     write(domain, rid, iova, from) {
       const u = unitFor(domain, rid);

@@ -11,8 +11,8 @@ import type { PciDmaPath } from "./segment.js";
 /** A {@link PciDmaPath} that reads and writes `machine`'s RAM at the IOVA as physical address. */
 export function ramDmaPort(machine: Machine): PciDmaPath {
   return {
-    read(_domain, _rid, iova, length) {
-      return machine.read(iova, length);
+    read(_domain, _rid, iova, into) {
+      into.set(machine.view(iova, into.length));
     },
     write(_domain, _rid, iova, from) {
       machine.write(iova, from);

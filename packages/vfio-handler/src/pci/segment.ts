@@ -28,8 +28,8 @@ export const PCI_SEGMENT_KIND = "pci-segment";
 
 /** How functions of a segment reach memory: by IOVA, for a requester (domain, bdf). */
 export interface PciDmaPath {
-  /** Reads `length` bytes at IOVA `iova`. Throws (a translation fault) when they are not mapped for reading. */
-  read(domain: number, requesterId: number, iova: bigint, length: number): Uint8Array;
+  /** Fills `into` from IOVA `iova`. Throws (a translation fault) when it is not mapped for reading. */
+  read(domain: number, requesterId: number, iova: bigint, into: Uint8Array): void;
   /** Writes `from` at IOVA `iova`. Throws (a translation fault) when the IOVA is not mapped for writing. */
   write(domain: number, requesterId: number, iova: bigint, from: Uint8Array): void;
 }

@@ -1,11 +1,11 @@
 /**
- * What a vfio interrupt signals: an eventfd given through `VFIO_DEVICE_SET_IRQS`. The kernel
- * takes its own reference on the eventfd (`eventfd_ctx_fdget`), signals it from the interrupt
- * handler (`eventfd_signal`) and drops the reference when the vector is unset.
+ * What a vfio interrupt signals: an eventfd given through `VFIO_DEVICE_SET_IRQS`. vfio takes its
+ * own reference on the eventfd (`eventfd_ctx_fdget`), signals it from the interrupt handler
+ * (`eventfd_signal`) and drops the reference when the vector is unset.
  *
  * @module
  */
-import { LiveUpdateError, type KernelFile, type Process } from "@luo/core";
+import { eventfdCtxFdget, type Process } from "@luo/core";
 
 /** A vector's eventfd, as vfio holds it. */
 export interface VfioIrqTrigger {
@@ -20,10 +20,6 @@ export interface VfioIrqTrigger {
  * `EINVAL` if it is not an eventfd.
  */
 export function eventfdTrigger(proc: Process, fd: number): VfioIrqTrigger {
-  const file = proc.file(fd) as KernelFile & { signal?: (n?: bigint) => unknown };
-  if (typeof file.signal !== "function") {
-    throw new LiveUpdateError("EINVAL", `fd ${fd} of ${proc.name} is ${file.description}, not an eventfd`);
-  }
-  file.get();
-  return { signal: () => void file.signal!(1n), release: () => file.put() };
+  const ctx = eventfdCtxFdget(proc, fd);
+  return { signal: () => void ctx.signal(1n), release: () => ctx.put() };
 }

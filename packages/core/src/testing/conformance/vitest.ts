@@ -19,17 +19,14 @@ import type { ConformanceSubject } from "./subject.js";
  * ```ts
  * import { expect } from "vitest";
  * import { describeHandlerConformance } from "@luo/core/testing/conformance";
- * import { memfd, memfdCreate } from "@luo/memfd-handler";
+ * import { TEST_HANDLER_COMPATIBLE, createTestFile, testHandlerPlugin } from "@luo/core/testing";
  *
+ * // The test handler as the subject; a handler package passes its own plugins and file type.
  * const content = (i: number) => new TextEncoder().encode(`file ${i}`);
  * describeHandlerConformance(() => ({
- *   compatible: "memfd-v2",
- *   plugins: [memfd()],
- *   create(proc, i) {
- *     const fd = memfdCreate(proc, `ram-${i}`);
- *     proc.pwrite(fd, content(i), 0);
- *     return fd;
- *   },
+ *   compatible: TEST_HANDLER_COMPATIBLE,
+ *   plugins: [testHandlerPlugin()],
+ *   create: (proc, i) => createTestFile(proc, `file-${i}`, content(i)),
  *   mutate: (proc, fd) => void proc.pwrite(fd, new Uint8Array([0xff]), 0),
  *   verify(proc, fd, { index, mutated }) {
  *     const want = content(index);
