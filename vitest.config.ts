@@ -35,6 +35,7 @@ export default defineConfig({
           name: "iommufd-handler",
           root: "packages/iommufd-handler",
           include: ["test/**/*.test.ts"],
+          globalSetup: ["test/global-setup.ts"],
         },
       },
       {

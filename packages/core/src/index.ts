@@ -225,5 +225,8 @@ export {
   inspectHandover,
   formatHandoverReport,
   handoverReportJson,
+  checkInspectExtension,
   type HandoverReport,
+  type InspectExtension,
+  type InspectSection,
 } from "./inspect/index.js";

@@ -53,7 +53,10 @@ describe("luo CLI", () => {
     for (const args of [["--help"], ["-h"], ["inspect", "--help"]]) {
       const r = await luo(...args);
       expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(/^usage: luo inspect <machine-image> \[--json\] \[--dtb <dir>\]\n/);
+      expect(r.stdout).toMatch(
+        /^usage: luo inspect <machine-image> \[--json\] \[--dtb <dir>\] \[--with <module>\]\.\.\.\n/,
+      );
+      expect(r.stdout).toContain("--with <module>   load an inspect extension");
       expect(r.stderr).toBe("");
     }
   });

@@ -57,6 +57,9 @@ describe("machine hardware set", () => {
     expectErrno(() => m.hardware.attach({ kind: "", name: "x", save: () => new Uint8Array() }), "EINVAL");
     expectErrno(() => m.hardware.attach({ kind: "k", name: "x" } as unknown as MachineHardware), "EINVAL");
     expectErrno(() => m.hardware.attach(null as unknown as MachineHardware), "EINVAL");
+    const hooks = { kind: "k", name: "y", save: () => new Uint8Array() };
+    expectErrno(() => m.hardware.attach({ ...hooks, advance: 1 } as unknown as MachineHardware), "EINVAL");
+    expectErrno(() => m.hardware.attach({ ...hooks, checkpoint: 1 } as unknown as MachineHardware), "EINVAL");
     expect(m.hardware.size).toBe(2);
     expect(m.hardware.detach("t0").name).toBe("t0");
     expectErrno(() => m.hardware.detach("t0"), "ENOENT");
@@ -143,5 +146,38 @@ describe("hardware in the machine image", () => {
     const e = await Machine.load(p2, { hardware: [tickerLoader] }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(MachineImageError);
     expect((e as Error).message).toMatch(/hardware section checksum/);
+  });
+});
+
+describe("hardware and the boot checkpoint", () => {
+  it("a failed boot puts hardware back through its checkpoint hook; a good boot keeps the changes", async () => {
+    const { definePlugin, LiveUpdateError } = await import("../src/index.js");
+    const t = new Ticker("t0", 1);
+    const m = new Machine({
+      memory: "16 MiB",
+      hardware: [
+        () =>
+          Object.assign(t, {
+            checkpoint: () => {
+              const reg = t.reg;
+              return () => {
+                t.reg = reg;
+              };
+            },
+          }),
+      ],
+    });
+    const probe = (fail: boolean) =>
+      definePlugin({
+        name: "probe",
+        register() {
+          t.reg = 99; // the driver reprograms the device at boot
+          if (fail) throw new LiveUpdateError("EIO", "probe failed");
+        },
+      });
+    await expect(m.boot({ plugins: [probe(true)] })).rejects.toMatchObject({ code: "EIO" });
+    expect(t.reg).toBe(1);
+    await m.boot({ plugins: [probe(false)] });
+    expect(t.reg).toBe(99);
   });
 });

@@ -5,8 +5,6 @@
  *
  * @packageDocumentation
  */
-import "reflect-metadata";
-
 export * from "./iommu/pgtable.js";
 export * from "./iommu/unit.js";
 export * from "./iommu/flb.js";
@@ -16,3 +14,4 @@ export * from "./iommufd/uapi.js";
 export * from "./iommufd/api.js";
 export * from "./luo/handler.js";
 export * from "./plugin.js";
+export * from "./inspect.js";

@@ -5,8 +5,15 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KernelPanicError, PAGE_SIZE, inspectHandover, type SessionHandle } from "@luo/core";
-import { memfdFile, memfdMmap, memfdPages } from "@luo/memfd-handler";
+import {
+  LiveUpdateError,
+  definePlugin,
+  KernelPanicError,
+  PAGE_SIZE,
+  inspectHandover,
+  type SessionHandle,
+} from "@luo/core";
+import { memfd, memfdFile, memfdMmap, memfdPages } from "@luo/memfd-handler";
 import {
   IOMMU_LUO_FLB_COMPATIBLE,
   IOMMU_OBJ_INCOMING,
@@ -21,6 +28,7 @@ import {
   iommuFor,
   iommuUnitLoader,
   iommuUnit,
+  iommufd,
   iommufdBind,
   iommufdDestroy,
   iommufdFile,
@@ -270,6 +278,24 @@ describe("iommufd-v1 across kexec", () => {
     expect(() => vm.port.dmaRead(RAM_IOVA, 1)).toThrow(expect.objectContaining({ code: "EFAULT" }));
     // Without a preserved device record, a new iommufd may bind it.
     iommufdBind(k2.proc, await iommufdOpen(k2.proc), { rid: DEV_RID, name: "dev" });
+  });
+
+  it("a next kernel whose boot fails leaves the IOMMU registers as they were (machine rollback)", async () => {
+    const { b, vm } = await preservedVm();
+    const ctx = vm.unit.context(DEV_RID);
+    expect(ctx).toBeDefined();
+    const failing = definePlugin({
+      name: "fails",
+      dependencies: ["iommufd"],
+      register() {
+        throw new LiveUpdateError("EIO", "driver probe failed");
+      },
+    });
+    await rejects(() => b.kernel.kexec({ plugins: [memfd(), iommufd(), failing] }), "EIO");
+    expect(vm.unit.context(DEV_RID)).toEqual(ctx); // the failed kernel's IOMMU init was undone
+    const k2 = await b.machine.boot({ plugins: [memfd(), iommufd()] });
+    expect(vm.unit.context(DEV_RID)).toBeUndefined(); // not preserved: cleared by a real boot
+    expect(k2.halted).toBe(false);
   });
 
   it("the IOMMU FLB's records decode from raw preserved bytes in a saved machine image, which boots and translates", async () => {

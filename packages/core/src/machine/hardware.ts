@@ -41,6 +41,12 @@ export interface MachineHardware {
   save(): Uint8Array;
   /** Called by {@link Machine.advanceTime} after the clock moved by `ns` nanoseconds. */
   advance?(ns: bigint): void;
+  /**
+   * Called when a kernel starts booting on the machine: returns a function that puts the
+   * component back as it is now, called if that boot fails (the machine rolls back its memory
+   * too). Omit it for hardware a booting kernel does not change.
+   */
+  checkpoint?(): () => void;
 }
 
 /** Rebuilds a component of one kind from the bytes its `save()` wrote. */
@@ -96,8 +102,10 @@ export class MachineHardwareSet {
     }
     checkLabel(hw.kind, "kind");
     const name = checkLabel(hw.name, "name");
-    if (hw.advance !== undefined && typeof hw.advance !== "function") {
-      throw new LiveUpdateError("EINVAL", `machine hardware "${name}": advance is not a function`);
+    for (const hook of ["advance", "checkpoint"] as const) {
+      if (hw[hook] !== undefined && typeof hw[hook] !== "function") {
+        throw new LiveUpdateError("EINVAL", `machine hardware "${name}": ${hook} is not a function`);
+      }
     }
     if (this.#items.has(name)) {
       throw new LiveUpdateError("EEXIST", `machine hardware "${name}" is already attached`);

@@ -812,6 +812,8 @@ export class Machine {
       contentsMark: contents.mark(),
       pages: new PageSnapshot(this.#ram, (p) => contents.isLive(p)),
     };
+    // Hardware a booting kernel reprograms (e.g. IOMMU context entries) goes back too.
+    const hardware = this.hardware.list().map((h) => h.checkpoint?.());
     this.#checkpoint = state;
     const close = (): void => {
       if (this.#checkpoint !== state) throw new LiveUpdateError("EINVAL", "this checkpoint is closed");
@@ -825,6 +827,7 @@ export class Machine {
         contents.rollback(state.contentsMark);
         this.#setBlocks(state.blocks);
         this.#khoRoot = state.khoRoot;
+        for (let i = hardware.length - 1; i >= 0; i--) hardware[i]?.();
         this.#generation++;
       },
     };

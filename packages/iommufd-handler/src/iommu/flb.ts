@@ -387,10 +387,12 @@ export function tablePagesOf(
     seen.add(phys);
     out.push(phys);
     if (level === 0) return;
+    const v = machine.view(phys, PAGE_SIZE); // one checked view per table, not a read per entry
+    const dv = new DataView(v.buffer, v.byteOffset, PAGE_SIZE);
     for (let i = 0; i < 512; i++) {
-      const e = machine.readU64(phys + BigInt(i * 8));
-      if ((e & 3n) === 0n || (e & 0x80n) !== 0n) continue;
-      walk(e & 0x000f_ffff_ffff_f000n, level - 1);
+      const lo = dv.getUint32(i * 8, true);
+      if ((lo & 3) === 0 || (lo & 0x80) !== 0) continue;
+      walk(dv.getBigUint64(i * 8, true) & 0x000f_ffff_ffff_f000n, level - 1);
     }
   };
   walk(top, topLevel);

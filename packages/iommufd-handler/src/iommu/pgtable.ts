@@ -139,10 +139,10 @@ export class IoPageTable {
     }
     const dv = this.#view(phys);
     for (let i = 0; i < PT_ENTRIES; i++) {
-      const e = dv.getBigUint64(i * 8, true);
-      if ((e & (PTE_READ | PTE_WRITE)) === 0n) continue;
-      if (level === 0 || (e & PTE_PS) !== 0n) this.#leaves[level]!++;
-      else this.#adoptTable(Number(e & PTE_ADDR_MASK), level - 1);
+      const lo = dv.getUint32(i * 8, true); // flag bits first: most entries of a sparse table are empty
+      if ((lo & 3) === 0) continue;
+      if (level === 0 || (lo & 0x80) !== 0) this.#leaves[level]!++;
+      else this.#adoptTable(Number(dv.getBigUint64(i * 8, true) & PTE_ADDR_MASK), level - 1);
     }
   }
 

@@ -164,7 +164,8 @@ export interface IommufdIncomingState {
   readonly restore: (domainData: bigint) => IommuDomain;
 }
 
-type IommufdObject = Ioas | Hwpt | IommufdDevice;
+/** Any object of an iommufd context. */
+export type IommufdObject = Ioas | Hwpt | IommufdDevice;
 
 const describeObj = (o: IommufdObject): string =>
   o instanceof Ioas ? `IOAS ${o.id}` : o instanceof Hwpt ? `HWPT ${o.id}` : `device ${o.id} (${o.name})`;
