@@ -33,6 +33,7 @@ import {
   type LuodEvent,
 } from "./protocol.js";
 import type { LuodStatus } from "./status.js";
+import { checkOptions } from "./options.js";
 import type { UpdateFailure } from "./barrier.js";
 
 /** Options of {@link connectLuod}. */
@@ -72,6 +73,17 @@ export interface HelloReply {
 
 /** Connects to luod and says hello. Errors: the socket's (`ENOENT`, `ECONNREFUSED`), luod's reply. */
 export async function connectLuod(proc: Process, options: LuodClientOptions): Promise<LuodClient> {
+  checkOptions("connectLuod", options, {
+    name: "string",
+    role: ["vmm", "control"],
+    path: "string",
+    onPrepare: "function",
+    onResume: "function",
+    onLuodLost: ["close-sessions", "keep"],
+    onLuodLostCallback: "function",
+  });
+  if (typeof options.name !== "string")
+    throw new LiveUpdateError("EINVAL", "connectLuod: a name is required");
   const fd = proc.socket();
   try {
     proc.connect(fd, options.path ?? LUOD_SOCKET_PATH);

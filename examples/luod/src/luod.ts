@@ -29,7 +29,7 @@
 import {
   LiveUpdateError,
   isLiveUpdateError,
-  type Kernel,
+  Kernel,
   type LiveUpdateDevice,
   type Plugin,
   type Process,
@@ -46,6 +46,7 @@ import {
   type UpdateResult,
 } from "./barrier.js";
 import { Handback } from "./handback.js";
+import { checkOptions } from "./options.js";
 import {
   LineReader,
   LUOD_PROTOCOL_VERSION,
@@ -95,8 +96,24 @@ interface Conn extends BarrierParty {
   open: boolean;
 }
 
-/** Starts luod on `kernel` (see the module comment). Errors: `EBUSY` (/dev/liveupdate is open), `EADDRINUSE`. */
+/**
+ * Starts luod on `kernel` (see the module comment). Errors: `EBUSY` (/dev/liveupdate is open), the
+ * errors of the previous luod's sessions at retrieval.
+ */
 export async function startLuod(kernel: Kernel, options: LuodOptions = {}): Promise<Luod> {
+  if (!(kernel instanceof Kernel))
+    throw new LiveUpdateError("EINVAL", "startLuod: the first argument is not a Kernel");
+  checkOptions("startLuod", options, {
+    socketPath: "string",
+    nextPlugins: "array",
+    saveTo: "string",
+    gapNs: "ns",
+    barrierTimeoutMs: "ms",
+    reclaimTimeoutMs: "ms",
+    clientLost: ["continue", "abort"],
+    onKexec: "function",
+    log: "function",
+  });
   const proc = kernel.spawn("luod");
   try {
     const dev = await proc.openLiveUpdate();

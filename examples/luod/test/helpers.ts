@@ -64,16 +64,17 @@ export async function host(
   const kernel = await machine.boot({ plugins });
   let resolveNext!: (k: Kernel | undefined) => void;
   const next = new Promise<Kernel | undefined>((r) => (resolveNext = r));
+  const { vmm: vmmOptions, flbs: _flbs, ...luodOptions } = options;
   const luod = await startLuod(kernel, {
     barrierTimeoutMs: 2000,
-    ...options,
+    ...luodOptions,
     onKexec: async (k) => {
       await options.onKexec?.(k);
       resolveNext(k);
     },
   });
   const vmms: Vmm[] = [];
-  for (let i = 0; i < n; i++) vmms.push(await vmm(kernel, i, options.vmm?.(i)));
+  for (let i = 0; i < n; i++) vmms.push(await vmm(kernel, i, vmmOptions?.(i)));
   return { machine, kernel, luod, vmms, test, plugins, next };
 }
 

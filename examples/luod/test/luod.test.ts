@@ -1,8 +1,16 @@
 // luod end to end, in one Node process: three VMMs across a kexec through luod and luoctl, the
 // mapping memfd at token 0, status reasons, and what luod does with bad input.
 import { describe, expect, it } from "vitest";
-import { isLiveUpdateError, type Kernel } from "@luo/core";
-import { startLuod, luoctl, LUOD_SOCKET_PATH, MAX_REQUEST_BYTES, type LuodStatus } from "../src/index.js";
+import { Machine, isLiveUpdateError, type Kernel } from "@luo/core";
+import { memfd } from "@luo/memfd-handler";
+import {
+  connectLuod,
+  startLuod,
+  luoctl,
+  LUOD_SOCKET_PATH,
+  MAX_REQUEST_BYTES,
+  type LuodStatus,
+} from "../src/index.js";
 import { coldBaseline, host, ramPattern, reclaim, settle, RAM_BYTES } from "./helpers.js";
 
 describe("three clients across a kexec", () => {
@@ -64,7 +72,6 @@ describe("three clients across a kexec", () => {
     const next3 = new Promise<Kernel | undefined>((res) => (resolveNext = res));
     const luod2 = await startLuod(k2, { onKexec: (k) => resolveNext(k) });
     const p = k2.spawn("vmm-0");
-    const { connectLuod } = await import("../src/index.js");
     const c = await connectLuod(p, { name: "vmm-0" });
     const s = await c.retrieveSession("vm-0");
     expect(new TextDecoder().decode(p.pread(await s.retrieveFd(2n), 100, 0))).toBe("vcpu registers");
@@ -166,9 +173,64 @@ describe("before the first client", () => {
     expect(isLiveUpdateError(err, "EBUSY")).toBe(true);
     const again = await startLuod(h.kernel).catch((e: unknown) => e);
     expect(isLiveUpdateError(again, "EBUSY")).toBe(true);
-    void ramPattern;
-    void RAM_BYTES;
-    void settle;
+  });
+
+  it("malformed options are EINVAL naming the option", async () => {
+    const k = await new Machine({ memory: "16 MiB" }).boot({ plugins: [memfd()] });
+    const js = <T>(v: unknown): T => v as T;
+    const cases: Array<[Promise<unknown>, string]> = [
+      [startLuod(js({})), "EINVAL: startLuod: the first argument is not a Kernel"],
+      [
+        startLuod(k, js({ reclaimTimeoutMs: "soon" })),
+        "EINVAL: startLuod: option reclaimTimeoutMs must be a positive integer of milliseconds",
+      ],
+      [
+        startLuod(k, js({ clientLost: "ignore" })),
+        'EINVAL: startLuod: option clientLost must be one of "continue", "abort"',
+      ],
+      [
+        startLuod(k, js({ socket: "/x" })),
+        'EINVAL: startLuod: unknown option "socket" (known: socketPath, nextPlugins, saveTo, gapNs, barrierTimeoutMs, reclaimTimeoutMs, clientLost, onKexec, log)',
+      ],
+      [connectLuod(k.spawn("v"), js({ name: 5 })), "EINVAL: connectLuod: option name must be a string"],
+      [connectLuod(k.spawn("v"), js(null)), "EINVAL: connectLuod: options must be an object"],
+    ];
+    for (const [p, message] of cases) {
+      const e = await p.catch((x: unknown) => x);
+      expect(isLiveUpdateError(e, "EINVAL")).toBe(true);
+      expect((e as Error).message).toBe(message);
+    }
+    await startLuod(k); // nothing was left open by the failures
+  });
+
+  it("a client finds no luod (ENOENT), then a dead one (ECONNREFUSED)", async () => {
+    const k = await new Machine({ memory: "16 MiB" }).boot({ plugins: [memfd()] });
+    const p = k.spawn("vmm");
+    const none = await connectLuod(p, { name: "vmm" }).catch((e: unknown) => e);
+    expect(isLiveUpdateError(none, "ENOENT")).toBe(true);
+    const luod = await startLuod(k);
+    luod.exit();
+    const dead = await connectLuod(p, { name: "vmm" }).catch((e: unknown) => e);
+    expect(isLiveUpdateError(dead, "ECONNREFUSED")).toBe(true);
+  });
+
+  it("one update at a time; an answer to no prepare is EINVAL", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const h = await host(1, { vmm: () => ({ onPrepare: () => gate }) });
+    const first = h.luod.update();
+    await settle(20);
+    expect(await h.luod.update()).toMatchObject({ ok: false, stage: "busy", code: "EBUSY" });
+    const late = await h.vmms[0]!.client.request({ op: "ready", update: 99 }).catch((e: unknown) => e);
+    expect(isLiveUpdateError(late, "EINVAL")).toBe(true);
+    const create = await h.vmms[0]!.client.createSession("vm-9").catch((e: unknown) => e);
+    expect(isLiveUpdateError(create, "EBUSY")).toBe(true); // no new sessions during an update
+    release();
+    expect((await first).ok).toBe(true);
+    const k2 = (await h.next)!;
+    await startLuod(k2);
+    await reclaim(k2, 0);
+    expect(RAM_BYTES).toBe(ramPattern(0).length);
   });
 });
 
@@ -188,4 +250,17 @@ describe("machine time between the kernels", () => {
     expect((await h.luod.update()).ok).toBe(true);
     expect((await h.next)!.machine.timeNs).toBe(before);
   });
+});
+
+describe("gapNs option", () => {
+  it.each([-1, 1.5, "10", -1n])(
+    "startLuod rejects gapNs %s with EINVAL and starts nothing",
+    async (gapNs) => {
+      const k = await new Machine({ memory: "16 MiB" }).boot({ plugins: [memfd()] });
+      const err = await startLuod(k, { gapNs } as never).catch((e: unknown) => e);
+      expect(isLiveUpdateError(err, "EINVAL")).toBe(true);
+      expect((err as Error).message).toContain("gapNs");
+      await expect(startLuod(k, { gapNs: 0n })).resolves.toBeDefined();
+    },
+  );
 });

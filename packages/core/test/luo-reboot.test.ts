@@ -367,7 +367,7 @@ describe("events", () => {
     expect(all[all.length - 1]!.time).toBeLessThanOrEqual(Date.now() + 1);
   });
 
-  it("a failed freeze reports reboot:failed after the unfreeze events, with the error", async () => {
+  it("a failed freeze reports file:freeze-failed, then reboot:failed after the unfreeze events, with the error", async () => {
     const w = await bootTest();
     const s = await w.dev.createSession("vm");
     for (const t of [1, 2]) await s.preserveFd(createTestFile(w.proc, `f${t}`), t);
@@ -377,10 +377,13 @@ describe("events", () => {
     expect(ev.map((x) => `${x.name}${x.token === undefined ? "" : `:${String(x.token)}`}`)).toEqual([
       "reboot:started",
       "file:frozen:1",
+      "file:freeze-failed:2",
       "file:unfrozen:1",
       "reboot:failed",
     ]);
-    expect(ev[3]!.error).toBe(e);
+    expect(ev[2]!.error).toBe(e);
+    expect(ev[2]).toMatchObject({ session: "vm", compatible: "luo-test-v1" });
+    expect(ev[4]!.error).toBe(e);
   });
 });
 

@@ -111,6 +111,26 @@ describe("AF_UNIX connections", () => {
     throws(() => other.socket(), "ESRCH");
   });
 
+  it("an AbortSignal interrupts a waiting accept or recv with EINTR and consumes nothing", async () => {
+    const { proc: p } = await bootTest();
+    const srv = p.socket();
+    p.bind(srv, PATH);
+    p.listen(srv);
+    const ac = new AbortController();
+    const accepting = p.accept(srv, { signal: ac.signal });
+    ac.abort();
+    await rejects(accepting, "EINTR");
+    await rejects(p.accept(srv, { signal: ac.signal }), "EINTR"); // already aborted
+    await rejects(p.accept(srv, { signal: "x" as never }), "EINVAL");
+    const [a, b] = p.socketpair();
+    const ac2 = new AbortController();
+    const reading = p.recv(a, 10, { signal: ac2.signal });
+    ac2.abort();
+    await rejects(reading, "EINTR");
+    p.send(b, enc("after"));
+    expect(dec(await p.recv(a, 10))).toBe("after");
+  });
+
   it("closing with unread data resets the peer once; an unaccepted connection is reset", async () => {
     const { proc: p } = await bootTest();
     const [a, b] = p.socketpair();
@@ -138,6 +158,45 @@ describe("AF_UNIX connections", () => {
     const pending = p.recv(c, 1);
     await kexecOpen(kernel);
     await rejects(pending, "ESHUTDOWN");
+  });
+});
+
+describe("misuse from plain JavaScript is EINVAL, never a TypeError", () => {
+  const js = <T>(v: unknown): T => v as T;
+  it.each<[string, (p: Process, s: number) => unknown, string]>([
+    ["bind to a number", (p, s) => p.bind(s, js(5)), "bind: the path is a number 5, not a socket path"],
+    ["connect to null", (p, s) => p.connect(s, js(null)), "connect: the path is null, not a socket path"],
+    [
+      "unlink of undefined",
+      (p) => p.unlink(js(undefined)),
+      "unlink: the path is undefined, not a socket path",
+    ],
+    [
+      "socket of strings",
+      (p) => p.socket(js("unix")),
+      'socket: domain a string "unix" and type a number 1 must be integers',
+    ],
+    ["sendmsg of text", (p, s) => p.sendmsg(s, js("hi")), "sendmsg: data on fd 1 is not a Uint8Array"],
+    [
+      "sendmsg with fds not an array",
+      (p, s) => p.sendmsg(s, enc("x"), js(1)),
+      "sendmsg: the fds on fd 1 are not an array",
+    ],
+    ["listen with a string backlog", (p, s) => p.listen(s, js("9")), "listen: bad backlog 9"],
+    ["fork with a number name", (p) => p.fork(js(7)), "fork: the name is a number 7, not a string"],
+  ])("%s", async (_what, call, message) => {
+    const { proc: p } = await bootTest();
+    const s = p.socket();
+    expect(s).toBe(1); // after /dev/liveupdate
+    const e = throws(() => call(p, s), "EINVAL");
+    expect(e.message).toBe(`EINVAL: ${message}`);
+  });
+
+  it("recvmsg with null options", async () => {
+    const { proc: p } = await bootTest();
+    const [a] = p.socketpair();
+    const e = await rejects(p.recvmsg(a, 1, js(null)), "EINVAL");
+    expect(e.message).toBe("EINVAL: recvmsg: options are null, not an object");
   });
 });
 

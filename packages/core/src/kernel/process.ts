@@ -332,7 +332,10 @@ export class Process {
    */
   fork(name: string = this.name): Process {
     this.check();
-    const child = new Process(this.kernel, String(name), this.kernel.allocPid());
+    if (typeof name !== "string") {
+      throw new LiveUpdateError("EINVAL", `fork: the name is ${describeValue(name)}, not a string`);
+    }
+    const child = new Process(this.kernel, name, this.kernel.allocPid());
     for (const [fd, f] of this.fds) child.fds.set(fd, f.get());
     child.lowestFree = this.lowestFree;
     return child;
@@ -349,6 +352,12 @@ export class Process {
 
   private newSocket(domain: number, type: number): UnixSocket {
     this.check();
+    if (!Number.isSafeInteger(domain) || !Number.isSafeInteger(type)) {
+      throw new LiveUpdateError(
+        "EINVAL",
+        `socket: domain ${describeValue(domain)} and type ${describeValue(type)} must be integers`,
+      );
+    }
     if (domain !== AF_UNIX)
       throw new LiveUpdateError("EAFNOSUPPORT", `socket: address family ${domain} is not supported`);
     if (!Number.isSafeInteger(type) || (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) !== SOCK_STREAM) {
@@ -401,10 +410,13 @@ export class Process {
 
   /**
    * `accept`: waits for a connection and returns its new fd. Errors: `EBADF`, `ENOTSOCK`,
-   * `EINVAL` (not listening), `EAGAIN` (`SOCK_NONBLOCK`, none pending), `ESRCH`, `ESHUTDOWN`.
+   * `EINVAL` (not listening, bad options), `EAGAIN` (`SOCK_NONBLOCK`, none pending), `EINTR`
+   * (`options.signal` fired), `ESRCH`, `ESHUTDOWN`.
    */
-  async accept(fd: number): Promise<number> {
-    const end = await this.sock(fd).accept(this, fd);
+  async accept(fd: number, options?: WaitOptions): Promise<number> {
+    const s = this.sock(fd);
+    checkWaitOptions(options, "accept");
+    const end = await s.accept(this, fd, options?.signal);
     return this.installFile(end);
   }
 
@@ -447,8 +459,8 @@ export class Process {
   }
 
   /** `recv`: {@link Process.recvmsg} that closes any fds that came with the bytes. */
-  async recv(fd: number, length: number): Promise<Uint8Array> {
-    return (await this.recvmsg(fd, length, { maxFds: 0 })).data;
+  async recv(fd: number, length: number, options?: WaitOptions): Promise<Uint8Array> {
+    return (await this.recvmsg(fd, length, { signal: options?.signal, maxFds: 0 })).data;
   }
 
   /**
@@ -457,17 +469,21 @@ export class Process {
    * fds (beyond `maxFds` they are closed and `truncated` is set). Empty data = end of stream.
    * Errors: `EBADF`, `ENOTSOCK`, `EINVAL` (bad length, listening socket), `ENOTCONN`,
    * `ECONNRESET` (once, the peer closed with data unread), `EAGAIN` (`SOCK_NONBLOCK`, nothing
-   * to read), `ESRCH`, `ESHUTDOWN`.
+   * to read), `EINTR` (`options.signal` fired; nothing is consumed), `ESRCH`, `ESHUTDOWN`.
    */
   async recvmsg(fd: number, length: number, options: RecvOptions = {}): Promise<ReceivedMessage> {
     const s = this.sock(fd);
     if (!Number.isSafeInteger(length) || length < 1) {
       throw new LiveUpdateError("EINVAL", `recvmsg: length ${length} on fd ${fd} is not a positive integer`);
     }
+    if (typeof options !== "object" || options === null) {
+      throw new LiveUpdateError("EINVAL", `recvmsg: options are ${describeValue(options)}, not an object`);
+    }
+    checkWaitOptions(options, "recvmsg");
     const maxFds = options.maxFds ?? SCM_MAX_FD;
     if (!Number.isSafeInteger(maxFds) || maxFds < 0)
       throw new LiveUpdateError("EINVAL", `recvmsg: bad maxFds ${maxFds}`);
-    const { data, files } = await s.receive(this, fd, length);
+    const { data, files } = await s.receive(this, fd, length, options.signal);
     const kept = files.slice(0, maxFds);
     for (const f of files.slice(maxFds)) f.put();
     return { data, fds: kept.map((f) => this.installFile(f)), truncated: files.length > kept.length };

@@ -14,7 +14,8 @@
  * Waiting. `accept` and `recvmsg` return promises that the peer resolves (a connection, data, the
  * peer's close) — nothing polls. A socket created with `SOCK_NONBLOCK` fails with `EAGAIN`
  * instead of waiting. A wait ends with `EBADF` when the fd is closed under it, `ESRCH` when the
- * process exits, `ESHUTDOWN` when the kernel is replaced.
+ * process exits, `ESHUTDOWN` when the kernel is replaced, `EINTR` when the caller's
+ * `AbortSignal` fires (nothing is consumed).
  *
  * Unhappy paths, as Linux: connect to a path nobody bound `ENOENT`, to a path whose socket is
  * closed or not listening `ECONNREFUSED`, to a full backlog `EAGAIN`; bind to a taken path
@@ -33,9 +34,9 @@
  *
  * @module
  */
-import { LiveUpdateError } from "../errors.js";
+import { describeValue, LiveUpdateError } from "../errors.js";
 import type { KernelContext } from "./context.js";
-import { KernelFile } from "./file.js";
+import { KernelFile, type WaitOptions } from "./file.js";
 import type { Process } from "./process.js";
 
 /** Address family of Unix sockets. */
@@ -66,7 +67,7 @@ export interface ReceivedMessage {
 }
 
 /** Options of {@link Process.recvmsg}. */
-export interface RecvOptions {
+export interface RecvOptions extends WaitOptions {
   /** Most fds to accept (the control buffer's room); the rest are closed. Default {@link SCM_MAX_FD}. */
   readonly maxFds?: number;
 }
@@ -97,6 +98,13 @@ class UnixNamespace {
 
   addInflight(proc: Process, n: number): void {
     this.inflight.set(proc, (this.inflight.get(proc) ?? 0) + n);
+  }
+}
+
+/** `EINVAL` unless `path` is a non-empty string without NUL. */
+function checkPath(call: string, path: unknown): void {
+  if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
+    throw new LiveUpdateError("EINVAL", `${call}: the path is ${describeValue(path)}, not a socket path`);
   }
 }
 
@@ -158,34 +166,47 @@ export class UnixSocket extends KernelFile {
     return this.rx.reduce((n, s) => n + (s.files?.length ?? 0), 0);
   }
 
-  private wait(): Promise<void> {
+  private wait(signal: AbortSignal | undefined): Promise<void> {
     return new Promise((resolve) => {
       const wake = (): void => {
         this.waiters.delete(wake);
         this.ns.waits.delete(wake);
+        signal?.removeEventListener("abort", wake);
         resolve();
       };
       this.waiters.add(wake);
       this.ns.waits.add(wake);
+      signal?.addEventListener("abort", wake, { once: true });
     });
+  }
+
+  /** `EINTR` once `signal` fired. */
+  private static interrupted(signal: AbortSignal | undefined, call: string): void {
+    if (signal?.aborted) throw new LiveUpdateError("EINTR", `${call}: interrupted by the caller's signal`);
   }
 
   private wake(): void {
     for (const w of [...this.waiters]) w();
   }
 
-  /** Connects two fresh sockets to each other (socketpair and accepted connections). */
+  /**
+   * Connects two fresh sockets to each other (socketpair and accepted connections).
+   *
+   * @internal
+   */
   static pair(a: UnixSocket, b: UnixSocket): void {
     a.peer = b;
     b.peer = a;
     a.state = b.state = "connected";
   }
 
-  /** `bind`: claims `path`. `EINVAL` (bad path, already bound), `EADDRINUSE`. */
+  /**
+   * `bind`: claims `path`. `EINVAL` (bad path, already bound), `EADDRINUSE`.
+   *
+   * @internal
+   */
   bind(ctx: KernelContext, path: string): void {
-    if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
-      throw new LiveUpdateError("EINVAL", `bind: ${JSON.stringify(path)} is not a socket path`);
-    }
+    checkPath("bind", path);
     if (new TextEncoder().encode(path).length > UNIX_PATH_MAX) {
       throw new LiveUpdateError("EINVAL", `bind: path ${path} is longer than ${UNIX_PATH_MAX} bytes`);
     }
@@ -199,7 +220,11 @@ export class UnixSocket extends KernelFile {
     this.path = path;
   }
 
-  /** `listen`. `EINVAL` when not bound or connected. */
+  /**
+   * `listen`. `EINVAL` when not bound or connected.
+   *
+   * @internal
+   */
   listen(backlog: number): void {
     if (!Number.isSafeInteger(backlog)) throw new LiveUpdateError("EINVAL", `listen: bad backlog ${backlog}`);
     if (this.path === undefined || this.state === "connected") {
@@ -209,9 +234,13 @@ export class UnixSocket extends KernelFile {
     this.backlog = Math.max(1, Math.min(backlog, SOMAXCONN));
   }
 
-  /** `connect` to the socket bound at `path` (see the module comment for errors). */
+  /**
+   * `connect` to the socket bound at `path` (see the module comment for errors).
+   *
+   * @internal
+   */
   connect(ctx: KernelContext, path: string): void {
-    if (typeof path !== "string") throw new LiveUpdateError("EINVAL", "connect: the path must be a string");
+    checkPath("connect", path);
     if (this.state === "connected")
       throw new LiveUpdateError("EISCONN", `connect: ${this.description} is connected`);
     if (this.state === "listening")
@@ -230,16 +259,21 @@ export class UnixSocket extends KernelFile {
     server.wake();
   }
 
-  /** `accept`: the next queued connection (a new socket with one reference for the caller). */
-  async accept(proc: Process, fd: number): Promise<UnixSocket> {
+  /**
+   * `accept`: the next queued connection (a new socket with one reference for the caller).
+   *
+   * @internal
+   */
+  async accept(proc: Process, fd: number, signal?: AbortSignal): Promise<UnixSocket> {
     for (;;) {
       this.recheck(proc, fd);
+      UnixSocket.interrupted(signal, "accept");
       if (this.state !== "listening")
         throw new LiveUpdateError("EINVAL", `accept: ${this.description} is not listening`);
       const next = this.pending.shift();
       if (next) return next;
       if (this.nonblock) throw new LiveUpdateError("EAGAIN", `accept: no pending connection on ${this.path}`);
-      await this.wait();
+      await this.wait(signal);
     }
   }
 
@@ -248,7 +282,11 @@ export class UnixSocket extends KernelFile {
     if (proc.file(fd) !== this) throw new LiveUpdateError("EBADF", `fd ${fd} was closed while waiting`);
   }
 
-  /** `sendmsg`: queues `data` (and `files`, whose references the caller hands over) at the peer. */
+  /**
+   * `sendmsg`: queues `data` (and `files`, whose references the caller hands over) at the peer.
+   *
+   * @internal
+   */
   send(sender: Process, data: Uint8Array, files: KernelFile[]): number {
     const peer = this.peer;
     if (this.state !== "connected" || !peer) {
@@ -264,7 +302,11 @@ export class UnixSocket extends KernelFile {
     return data.length;
   }
 
-  /** Checks the in-flight limit of `sender` for `n` more fds. `ETOOMANYREFS`. */
+  /**
+   * Checks the in-flight limit of `sender` for `n` more fds. `ETOOMANYREFS`.
+   *
+   * @internal
+   */
   checkInflight(sender: Process, n: number): void {
     const now = this.ns.inflight.get(sender) ?? 0;
     if (now + n > UNIX_INFLIGHT_MAX) {
@@ -279,14 +321,18 @@ export class UnixSocket extends KernelFile {
    * `recvmsg`: waits for bytes or end of stream, then reads up to `maxLen` bytes from one writer,
    * stopping after a message with files. Returns the bytes and the files (references now owned
    * by the caller).
+   *
+   * @internal
    */
   async receive(
     proc: Process,
     fd: number,
     maxLen: number,
+    signal?: AbortSignal,
   ): Promise<{ data: Uint8Array; files: KernelFile[] }> {
     for (;;) {
       this.recheck(proc, fd);
+      UnixSocket.interrupted(signal, "recv");
       if (this.state === "listening")
         throw new LiveUpdateError("EINVAL", `recv: ${this.description} is listening`);
       if (this.error) {
@@ -299,7 +345,7 @@ export class UnixSocket extends KernelFile {
         throw new LiveUpdateError("ENOTCONN", `recv: ${this.description} is not connected`);
       if (this.peerClosed) return { data: new Uint8Array(0), files: [] };
       if (this.nonblock) throw new LiveUpdateError("EAGAIN", `recv: nothing to read on ${this.description}`);
-      await this.wait();
+      await this.wait(signal);
     }
   }
 
@@ -362,8 +408,14 @@ export class UnixSocket extends KernelFile {
   /** Set on a connection that was never accepted: its client sees `ECONNRESET`. */
   private resetPeer = false;
 
-  /** Removes the path this socket left in the namespace (`unlink(2)`): `ENOENT` when absent, `EPERM` for a device node. */
+  /**
+   * Removes a socket path from the namespace (`unlink(2)`): `ENOENT` when absent, `EPERM` for a
+   * device node.
+   *
+   * @internal
+   */
   static unlink(ctx: KernelContext, path: string): void {
+    checkPath("unlink", path);
     const ns = namespaceOf(ctx);
     if (!ns.paths.has(path)) {
       if (ctx.hasDevice(path)) throw new LiveUpdateError("EPERM", `unlink: ${path} is a device node`);

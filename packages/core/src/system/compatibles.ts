@@ -6,7 +6,9 @@
  * registration the next kernel would run, so the answer cannot drift from what the plugins
  * really register — reads the handler and FLB compatibles from its registry, and shuts the
  * scratch kernel down. Nothing of the running kernel is touched. A plugin whose `register`
- * fails makes the call fail with that error (as the next kernel's boot would).
+ * fails makes the call fail with that error (as the next kernel's boot would). The plugin
+ * objects are registered on one more kernel, so per-kernel state belongs in the kernel's
+ * container (as `kexec()` without `plugins`, which reuses the instances, already requires).
  *
  * @module
  */
