@@ -57,18 +57,26 @@ export default defineConfig({
       {
         extends: true,
         test: {
-          name: "custom-handler",
-          root: "examples/custom-handler",
+          name: "luod",
+          root: "examples/luod",
           include: ["test/**/*.test.ts"],
-          globalSetup: ["test/global-setup.ts"],
         },
       },
       {
         extends: true,
         test: {
-          name: "luod",
-          root: "examples/luod",
+          name: "vmm",
+          root: "examples/vmm",
           include: ["test/**/*.test.ts"],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "custom-handler",
+          root: "examples/custom-handler",
+          include: ["test/**/*.test.ts"],
+          globalSetup: ["test/global-setup.ts"],
         },
       },
     ],

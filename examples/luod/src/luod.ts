@@ -69,6 +69,12 @@ export interface LuodOptions {
   readonly nextPlugins?: readonly Plugin[];
   /** kexec into this machine image instead of booting the next kernel in this process. */
   readonly saveTo?: string;
+  /**
+   * Machine time (ns) that passes between the old kernel's halt and the next kernel's boot, for an
+   * in-process kexec (`kexec({ gapNs })`; devices that keep running do their work in it). Not
+   * with `saveTo`: the process that loads the image decides how much time passes. Default 0.
+   */
+  readonly gapNs?: number | bigint;
   /** How long clients have to answer `prepare` (default 10 000 ms). */
   readonly barrierTimeoutMs?: number;
   /** How long incoming sessions wait for their owners after boot (default 60 000 ms). */
@@ -101,6 +107,7 @@ export async function startLuod(kernel: Kernel, options: LuodOptions = {}): Prom
     socketPath: "string",
     nextPlugins: "array",
     saveTo: "string",
+    gapNs: "ns",
     barrierTimeoutMs: "ms",
     reclaimTimeoutMs: "ms",
     clientLost: ["continue", "abort"],
@@ -457,7 +464,11 @@ export class Luod {
     events.on("file:freeze-failed", onFreezeFail);
     let next: Kernel | undefined;
     try {
-      next = await this.kernel.kexec({ plugins, saveTo: this.options.saveTo });
+      next = await this.kernel.kexec(
+        this.options.saveTo !== undefined
+          ? { plugins, saveTo: this.options.saveTo }
+          : { plugins, gapNs: this.options.gapNs ?? 0 },
+      );
     } catch (e) {
       const err = e as LiveUpdateError;
       const where = freeze

@@ -7,8 +7,11 @@
  */
 import { LiveUpdateError } from "@luo/core";
 
-/** What an option may be: a type, a positive integer of milliseconds, or one of some strings. */
-export type OptionKind = "string" | "function" | "array" | "ms" | readonly string[];
+/**
+ * What an option may be: a type, a positive integer of milliseconds, a non-negative integer of
+ * nanoseconds (number or bigint), or one of some strings.
+ */
+export type OptionKind = "string" | "function" | "array" | "ms" | "ns" | readonly string[];
 
 function fits(v: unknown, kind: OptionKind): boolean {
   if (Array.isArray(kind)) return kind.includes(v as string);
@@ -17,6 +20,8 @@ function fits(v: unknown, kind: OptionKind): boolean {
       return Array.isArray(v);
     case "ms":
       return Number.isSafeInteger(v) && (v as number) > 0;
+    case "ns":
+      return typeof v === "bigint" ? v >= 0n : Number.isSafeInteger(v) && (v as number) >= 0;
     default:
       return typeof v === kind;
   }
@@ -24,6 +29,7 @@ function fits(v: unknown, kind: OptionKind): boolean {
 
 function expected(kind: OptionKind): string {
   if (Array.isArray(kind)) return `one of ${kind.map((k) => JSON.stringify(k)).join(", ")}`;
+  if (kind === "ns") return "a non-negative integer of nanoseconds";
   return kind === "ms" ? "a positive integer of milliseconds" : `a ${kind}`;
 }
 

@@ -107,7 +107,7 @@ describe("freeze failure", () => {
     const h = await host(2);
     const v = h.vmms[0]!;
     await v.session.preserveFd(createTestFile(v.proc, "device-state"), 2n);
-    h.test.control.fail("freeze", { only: [2n] });
+    h.test.controlOf(h.kernel).fail("freeze", { only: [2n] });
     const ctl = h.kernel.spawn("luoctl");
     const r = await luoctl(ctl, ["update", "--json"]);
     expect(r.status).toBe(1);
@@ -122,7 +122,7 @@ describe("freeze failure", () => {
     expect(out.error).toContain('(session "vm-0", token 2, luo-test-v1)');
     expect(h.kernel.halted).toBe(false);
     expect(held(h)).toMatchObject({ outgoingSessions: 2, ownedFiles: 3 });
-    h.test.control.heal();
+    h.test.controlOf(h.kernel).heal();
     expect((await luoctl(ctl, ["update"])).status).toBe(0);
     const k2 = (await h.next)!;
     const luod2 = await startLuod(k2);

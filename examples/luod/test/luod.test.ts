@@ -190,7 +190,7 @@ describe("before the first client", () => {
       ],
       [
         startLuod(k, js({ socket: "/x" })),
-        'EINVAL: startLuod: unknown option "socket" (known: socketPath, nextPlugins, saveTo, barrierTimeoutMs, reclaimTimeoutMs, clientLost, onKexec, log)',
+        'EINVAL: startLuod: unknown option "socket" (known: socketPath, nextPlugins, saveTo, gapNs, barrierTimeoutMs, reclaimTimeoutMs, clientLost, onKexec, log)',
       ],
       [connectLuod(k.spawn("v"), js({ name: 5 })), "EINVAL: connectLuod: option name must be a string"],
       [connectLuod(k.spawn("v"), js(null)), "EINVAL: connectLuod: options must be an object"],
@@ -232,4 +232,35 @@ describe("before the first client", () => {
     await reclaim(k2, 0);
     expect(RAM_BYTES).toBe(ramPattern(0).length);
   });
+});
+
+describe("machine time between the kernels", () => {
+  it("gapNs lets that much machine time pass between the halt and the next boot", async () => {
+    const h = await host(1, { gapNs: 5_000_000 });
+    const before = h.machine.timeNs;
+    const r = await h.luod.update();
+    expect(r.ok).toBe(true);
+    const k2 = (await h.next)!;
+    expect(k2.machine.timeNs - before).toBe(5_000_000n);
+  });
+
+  it("without gapNs no machine time passes", async () => {
+    const h = await host(1);
+    const before = h.machine.timeNs;
+    expect((await h.luod.update()).ok).toBe(true);
+    expect((await h.next)!.machine.timeNs).toBe(before);
+  });
+});
+
+describe("gapNs option", () => {
+  it.each([-1, 1.5, "10", -1n])(
+    "startLuod rejects gapNs %s with EINVAL and starts nothing",
+    async (gapNs) => {
+      const k = await new Machine({ memory: "16 MiB" }).boot({ plugins: [memfd()] });
+      const err = await startLuod(k, { gapNs } as never).catch((e: unknown) => e);
+      expect(isLiveUpdateError(err, "EINVAL")).toBe(true);
+      expect((err as Error).message).toContain("gapNs");
+      await expect(startLuod(k, { gapNs: 0n })).resolves.toBeDefined();
+    },
+  );
 });

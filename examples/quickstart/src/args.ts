@@ -1,7 +1,7 @@
 /**
  * The quickstart's command line: `[--] [--save-image <path> | --save-image=<path>] [-h | --help]`,
- * parsed with `node:util` `parseArgs`. A leading `--` is dropped, so `pnpm demo -- --save-image
- * m.img` and `pnpm demo --save-image m.img` mean the same.
+ * parsed with `node:util` `parseArgs`. A leading `--` is dropped, so `pnpm quickstart -- --save-image
+ * m.img` and `pnpm quickstart --save-image m.img` mean the same.
  *
  * @module
  */

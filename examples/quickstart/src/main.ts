@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The quickstart command: `node examples/quickstart/dist/main.js [--save-image <path>]`
- * (`pnpm demo [--] [--save-image <path>]` from the repository root builds first).
+ * (`pnpm quickstart [--] [--save-image <path>]` from the repository root builds first).
  *
  * Runs the live update of `quickstart.ts` and prints its report. `--save-image <path>` kexecs
  * through a machine image kept at `path`, which `luo inspect` can read. Exit status: 0 when every
