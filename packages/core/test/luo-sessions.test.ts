@@ -173,6 +173,17 @@ describe("session names", () => {
       { numRuns: 25 },
     );
   });
+
+  it('keeps a leading U+FEFF: "\\uFEFF\\u0001" and "\\u0001" stay two sessions across kexec', async () => {
+    // The property above found this: a UTF-8 decoder that strips a BOM turned the first name
+    // into the second, and the next kernel's first open failed with EIO (EEXIST inside).
+    const names = ["\uFEFF\u0001", "\u0001", "\uFEFFvm"];
+    const { kernel, dev } = await bootTest({ memory: "8 MiB" });
+    for (const n of names) await dev.createSession(n);
+    const { dev: dev2, kernel: k2 } = await kexecOpen(kernel);
+    expect([...k2.liveupdate.incomingSessions.values()].map((s) => s.name)).toEqual(names);
+    for (const n of names) expect(await (await dev2.retrieveSession(n)).getName()).toBe(n);
+  });
 });
 
 describe("outgoing and incoming lists", () => {
