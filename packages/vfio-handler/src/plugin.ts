@@ -36,7 +36,7 @@ export interface VfioPluginOptions {
 
 /**
  * The vfio plugin. Boot errors: `EINVAL` for bad options, `EEXIST` if the kernel already has vfio,
- * a {@link KernelPanicError} when the incoming PCI FLB is corrupt.
+ * a `KernelPanicError` (from `@luo/core`) when the incoming PCI FLB is corrupt.
  */
 export function vfio(options: VfioPluginOptions = {}): Plugin {
   const mode = options.mode ?? "reset";

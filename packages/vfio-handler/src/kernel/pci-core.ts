@@ -70,7 +70,7 @@ export class PciCore {
 
   /**
    * Enumerates (see the module comment) and starts taking interrupts. Throws the
-   * {@link KernelPanicError} of a corrupt incoming PCI FLB.
+   * `KernelPanicError` (from `@luo/core`) of a corrupt incoming PCI FLB.
    */
   async boot(options: PciCoreOptions): Promise<void> {
     try {

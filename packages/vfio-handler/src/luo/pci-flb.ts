@@ -13,7 +13,7 @@
  *
  * New kernel: {@link readPciFlb} validates what came over — `pci_ser` in a handed-over page, the
  * version, the block chain (cycles, counts, more than 10000 blocks, memory that was not handed
- * over), duplicate entries and `nr_devices` — and any problem is a {@link KernelPanicError}
+ * over), duplicate entries and `nr_devices` — and any problem is a `KernelPanicError` (from `@luo/core`)
  * ("Failed to retrieve incoming FLB data"). {@link PciFlbIncoming.isIncoming} answers "was this
  * device preserved and not finished yet"; {@link PciFlbIncoming.finish} drops a device and its
  * bridges; the FLB's `finish` panics if any device was never finished, then frees the pages.
@@ -271,7 +271,7 @@ export class PciFlbIncoming {
 
 /**
  * Reads and validates the incoming `pci_ser` at `data` and claims its pages.
- * {@link KernelPanicError} on anything corrupt (nothing is claimed then).
+ * `KernelPanicError` (from `@luo/core`) on anything corrupt (nothing is claimed then).
  */
 export function readPciFlb(incoming: KhoIncoming, data: bigint): PciFlbIncoming {
   const fail = (why: string, at: bigint = data): never => {
