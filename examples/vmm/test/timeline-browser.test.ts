@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { screenshotColours } from "./helpers/screenshot.js";
 import { CHROMIUM, CHROMIUM_ARGS, haveChromium } from "../../../scripts/browser-tools.mjs";
 import { renderTimelineHtml } from "../src/timeline-html.js";
 import { FleetTrace, timelineFromTrace } from "../src/trace.js";
@@ -82,24 +83,7 @@ describe("HTML timeline in headless chromium", () => {
   it("renders a screenshot that is not blank", async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     await page.goto(url);
-    const png = await page.screenshot({ type: "png" });
-    expect(png.subarray(1, 4).toString("latin1")).toBe("PNG");
-    // Decode the screenshot in the browser and count distinct colours of the drawing.
-    const colours = await page.evaluate(async (b64) => {
-      const img = new Image();
-      img.src = `data:image/png;base64,${b64}`;
-      await img.decode();
-      const canvas = document.createElement("canvas");
-      canvas.width = img.width;
-      canvas.height = img.height;
-      const ctx = canvas.getContext("2d")!;
-      ctx.drawImage(img, 0, 0);
-      const data = ctx.getImageData(0, 0, img.width, img.height).data;
-      const seen = new Set<number>();
-      for (let i = 0; i < data.length; i += 4)
-        seen.add((data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!);
-      return seen.size;
-    }, png.toString("base64"));
+    const colours = await screenshotColours(page);
     // Eight phase colours, the blackout tint, text and grid: far more than a blank page's one.
     expect(colours).toBeGreaterThan(12);
     await page.close();

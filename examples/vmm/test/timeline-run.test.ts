@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
 import { describe, expect, it } from "vitest";
+import { screenshotColours } from "./helpers/screenshot.js";
 import { CHROMIUM, CHROMIUM_ARGS, haveChromium } from "../../../scripts/browser-tools.mjs";
 import { runFleet } from "../src/fleet.js";
 import { PHASES } from "../src/report.js";
@@ -54,22 +55,7 @@ describe("the timeline of a real run", () => {
         .evaluate((e) => e.getBoundingClientRect().width);
       expect(span).toBeGreaterThan(20);
       expect(requests).toEqual([url]);
-      const png = await page.screenshot({ type: "png" });
-      const colours = await page.evaluate(async (b64) => {
-        const img = new Image();
-        img.src = `data:image/png;base64,${b64}`;
-        await img.decode();
-        const canvas = document.createElement("canvas");
-        canvas.width = img.width;
-        canvas.height = img.height;
-        const ctx = canvas.getContext("2d")!;
-        ctx.drawImage(img, 0, 0);
-        const data = ctx.getImageData(0, 0, img.width, img.height).data;
-        const seen = new Set<number>();
-        for (let i = 0; i < data.length; i += 4)
-          seen.add((data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!);
-        return seen.size;
-      }, png.toString("base64"));
+      const colours = await screenshotColours(page);
       expect(colours).toBeGreaterThan(12);
     } finally {
       await browser.close();
