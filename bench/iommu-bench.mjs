@@ -36,8 +36,9 @@ import {
   pciRequester,
   tablePagesOf,
 } from "../packages/iommufd-handler/dist/index.js";
+import { benchArgs } from "./lib/args.mjs";
 
-const quick = process.argv.includes("--quick");
+const quick = benchArgs("iommu-bench").quick === true;
 const now = () => performance.now();
 const RID = pciRequester(0, 1, 0, 0);
 const RW = IOMMU_READ | IOMMU_WRITE;

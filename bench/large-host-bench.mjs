@@ -16,33 +16,15 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { parseArgs } from "node:util";
 import { Machine, PAGE_SIZE } from "../packages/core/dist/index.js";
 import { memfd, memfdCreate, memfdFile } from "../packages/memfd-handler/dist/index.js";
 import { repeated, round } from "./lib/stats.mjs";
+import { benchArgs } from "./lib/args.mjs";
 
-const USAGE = "usage: node bench/large-host-bench.mjs [--quick | --full] [--help]";
-let args;
-try {
-  ({ values: args } = parseArgs({
-    args: process.argv.slice(2).filter((a, i) => i > 0 || a !== "--"),
-    strict: true,
-    options: {
-      quick: { type: "boolean" },
-      full: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-      // internal: one run of series 1 in a fresh process, printed as JSON
-      "host-memory-child": { type: "boolean" },
-    },
-  }));
-} catch (e) {
-  console.error(`large-host-bench: ${e.message}\n${USAGE}`);
-  process.exit(2);
-}
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const args = benchArgs("large-host-bench", {
+  // internal: one run of series 1 in a fresh process, printed as JSON
+  "host-memory-child": { type: "boolean" },
+});
 const quick = args.quick === true;
 const REPEATS = 3;
 const GiB = 2 ** 30;

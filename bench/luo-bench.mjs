@@ -13,7 +13,6 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import { parseArgs } from "node:util";
 import {
   KernelFile,
   Machine,
@@ -22,23 +21,9 @@ import {
   PAGE_SIZE,
 } from "../packages/core/dist/index.js";
 import { logLogSlope, repeated, round, worstRatio } from "./lib/stats.mjs";
+import { benchArgs } from "./lib/args.mjs";
 
-const USAGE = "usage: node bench/luo-bench.mjs [--quick | --full] [--help]";
-let args;
-try {
-  ({ values: args } = parseArgs({
-    args: process.argv.slice(2).filter((a, i) => i > 0 || a !== "--"),
-    strict: true,
-    options: { quick: { type: "boolean" }, full: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-  }));
-} catch (e) {
-  console.error(`luo-bench: ${e.message}\n${USAGE}`);
-  process.exit(2);
-}
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const args = benchArgs("luo-bench");
 const quick = args.quick === true;
 const SESSION_SIZES = quick ? [1000, 10000] : [1000, 10000, 100000, 500000];
 /** Runs per point: the median is reported, with min/max and (max - min) / median. */

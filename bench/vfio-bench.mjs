@@ -33,11 +33,12 @@ import {
   vfioDevice,
   vfioOpen,
 } from "../packages/vfio-handler/dist/index.js";
+import { median } from "./lib/stats.mjs";
+import { benchArgs } from "./lib/args.mjs";
 
-const quick = process.argv.includes("--quick");
+const quick = benchArgs("vfio-bench").quick === true;
 const REPS = quick ? 2 : 5;
 const now = () => performance.now();
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const IOVA = 0x4000_0000_0000n;
 
 /** A machine with an IOMMU and `n` engines, 16 per bridge, each bridge under its own root port. */

@@ -8,25 +8,10 @@
 // vmm-quick.json; --full adds a 1 GiB guest and writes vmm-full.json)
 import { writeFileSync } from "node:fs";
 import os from "node:os";
-import { parseArgs } from "node:util";
 import { runFleet } from "../examples/vmm/dist/fleet.js";
+import { benchArgs } from "./lib/args.mjs";
 
-const USAGE = "usage: node bench/vmm-bench.mjs [--quick | --full] [--help]";
-let args;
-try {
-  ({ values: args } = parseArgs({
-    args: process.argv.slice(2).filter((a, i) => i > 0 || a !== "--"),
-    strict: true,
-    options: { quick: { type: "boolean" }, full: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-  }));
-} catch (e) {
-  console.error(`vmm-bench: ${e.message}\n${USAGE}`);
-  process.exit(2);
-}
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const args = benchArgs("vmm-bench");
 const GUESTS = args.quick ? [1, 4] : [1, 4, 16];
 const SIZES = args.quick ? [256] : args.full ? [256, 512, 1024] : [256, 512];
 
