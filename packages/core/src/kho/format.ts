@@ -46,11 +46,13 @@ export const KHO_MAX_MAP_PAGES = 10000;
  */
 export const KHO_MAX_ROOT_SIZE = 1 << 21;
 
+const PAGE_SHIFT_BIG = BigInt(PAGE_SHIFT);
+
 /**
  * Page frame number of the page containing `phys` (internal: not re-exported).
  *
  * @category KHO
  */
 export function pfnOf(phys: bigint): number {
-  return Number(phys >> BigInt(PAGE_SHIFT));
+  return Number(phys >> PAGE_SHIFT_BIG);
 }

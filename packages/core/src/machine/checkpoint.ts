@@ -5,8 +5,8 @@
 // handover, a plugin whose `register` throws). A later boot then finds the same KHO root, the
 // same preserved pages and the same bytes.
 //
-// What it records: the KHO root and the allocated blocks with their preserved marks (as an image
-// save records them, O(blocks)), and — copy on first write — the content state of every page
+// What it records: the KHO root, a copy of the page allocator (O(sections in use), see
+// `PageAllocator.snapshot`), and — copy on first write — the content state of every page
 // (poison, zero or data, see page-contents.ts) with the bytes of a data page, before it is
 // overwritten by an allocation (zeroing), a write, or a claim of handed-over memory
 // (`KhoIncoming.restore` hands out a writable view). Reads cost nothing and nothing is copied up
@@ -16,7 +16,7 @@
 // Not covered: writes through a `machine.view()` taken of memory the caller does not own (a
 // handed-over page that was never restored) — no kernel code may write memory it did not claim.
 
-import type { ImageBlock } from "./image.js";
+import type { AllocatorSnapshot } from "./page-allocator.js";
 
 /** How pages are saved and put back (the page contents' `savePage` / `restorePage`). */
 export interface PageStore<S> {
@@ -64,8 +64,8 @@ export class PageSnapshot<S = unknown> {
 /** The state of an open checkpoint. */
 export interface CheckpointState {
   readonly khoRoot: bigint;
-  /** Allocated blocks with their preserved marks, in ascending address order. */
-  readonly blocks: readonly ImageBlock[];
+  /** The page allocator: allocated blocks, free lists, preserved marks. */
+  readonly allocator: AllocatorSnapshot;
   readonly pages: PageSnapshot;
 }
 

@@ -125,6 +125,8 @@ function checkOrder(order: unknown, what: string): number {
 // Set by the class's static block: module-internal access to a machine's private state.
 let openCheckpoint: (m: Machine) => MachineCheckpoint;
 let writableView: (m: Machine, phys: bigint, length: number) => Uint8Array;
+let preservedPages: (m: Machine, first: number, pages: number) => boolean;
+let resetSorted: (m: Machine, first: ArrayLike<number>, orders: ArrayLike<number>) => void;
 
 /**
  * The emulated machine: the only thing that survives a kexec.
@@ -179,6 +181,11 @@ export class Machine {
   static {
     openCheckpoint = (m) => m.#openCheckpoint();
     writableView = (m, phys, length) => m.#viewAt(m.#writable(phys, length, "view"), phys, length);
+    preservedPages = (m, first, pages) => m.#alloc.countPreserved(first, pages) === pages;
+    resetSorted = (m, first, orders) => {
+      m.#alloc.resetSorted(first, orders);
+      m.#generation++;
+    };
   }
 
   /**
@@ -867,7 +874,7 @@ export class Machine {
     const contents = this.#contents;
     const state: CheckpointState = {
       khoRoot: this.#khoRoot,
-      blocks: this.#imageBlocks(false),
+      allocator: this.#alloc.snapshot(),
       pages: new PageSnapshot(contents),
     };
     // Hardware a booting kernel reprograms (e.g. IOMMU context entries) goes back too.
@@ -882,7 +889,7 @@ export class Machine {
       rollback: () => {
         close();
         state.pages.restore();
-        this.#setBlocks(state.blocks);
+        this.#alloc.restore(state.allocator);
         this.#khoRoot = state.khoRoot;
         for (let i = hardware.length - 1; i >= 0; i--) hardware[i]?.();
         this.#generation++;
@@ -907,4 +914,26 @@ export function openMachineCheckpoint(machine: Machine): MachineCheckpoint {
  */
 export function viewForWrite(machine: Machine, phys: bigint, length: number): Uint8Array {
   return writableView(machine, phys, length);
+}
+
+/**
+ * True when the `pages` pages from RAM page index `first` (0 = the page at `machine.base`) are
+ * all marked preserved (internal: KHO's early-boot check of every preserved-memory map entry,
+ * without a bigint per entry). The caller checked that the range lies in RAM.
+ */
+export function pagesPreserved(machine: Machine, first: number, pages: number): boolean {
+  return preservedPages(machine, first, pages);
+}
+
+/**
+ * {@link Machine.resetAllocator} for blocks the caller already validated (internal: KHO's early
+ * boot, which checks alignment, range and overlap while it reads the map): `first[i]` is the RAM
+ * page index of block `i`, `orders[i]` its order, in strictly ascending, non-overlapping order.
+ */
+export function resetAllocatorSorted(
+  machine: Machine,
+  first: ArrayLike<number>,
+  orders: ArrayLike<number>,
+): void {
+  resetSorted(machine, first, orders);
 }

@@ -61,6 +61,21 @@ const WHOLE = Object.freeze({ whole: true });
 const KEPT = Object.freeze({ kept: true });
 type Slot = Section | typeof WHOLE | typeof KEPT;
 
+/** An opaque copy of a {@link PageAllocator}'s state ({@link PageAllocator.snapshot}). */
+export interface AllocatorSnapshot {
+  readonly __allocatorSnapshot: never;
+}
+
+interface SnapshotState {
+  readonly table: SectionTable<Slot>;
+  readonly freeHead: readonly number[];
+  readonly stack: readonly number[];
+  readonly runs: readonly number[];
+  readonly run: number;
+  readonly counts: readonly [number, number, number];
+  readonly copySection: (s: Slot) => Slot;
+}
+
 /**
  * Buddy allocator over `totalPages` page frames (a multiple of `2^MAX_ORDER`). Allocation and
  * free are O(MAX_ORDER) plus the pages of the block for its flags (none for an order-9 block).
@@ -78,11 +93,11 @@ export class PageAllocator {
   /** Pages currently marked preserved. */
   preservedPages = 0;
 
-  readonly #table = new SectionTable<Slot>();
+  #table = new SectionTable<Slot>();
   /** Heads of the free lists of orders 0..8 (page index, or NONE). */
   readonly #freeHead = new Array<number>(MAX_ORDER).fill(NONE);
   /** Free order-9 blocks freed since the last reset (section numbers, top = next handed out). */
-  readonly #stack: number[] = [];
+  #stack: number[] = [];
   /** Free order-9 runs left by the last reset, ascending: `[start, end)` section pairs. */
   #runs: number[] = [];
   #run = 0;
@@ -91,6 +106,48 @@ export class PageAllocator {
   constructor(totalPages: number) {
     this.totalPages = totalPages;
     this.reset([]);
+  }
+
+  // ---------------------------------------------------------------- snapshot
+
+  /**
+   * A copy of the whole allocator state, for {@link PageAllocator.restore} (a boot checkpoint).
+   * Cost: the sections in use — markers are shared, per-page sections copied (9 KiB each) — and
+   * no object per block. Measured against the list of blocks a machine image records, which the
+   * checkpoint used before: 32 Ki preserved 2 MiB folios (a 64 GiB guest) took about 20 ms to
+   * list at every boot, and the 32 Ki objects lengthened the next GC.
+   */
+  snapshot(): AllocatorSnapshot {
+    const copySection = (s: Slot): Slot => {
+      if (s === WHOLE || s === KEPT) return s;
+      const from = s as Section;
+      const to = new Section();
+      to.flags.set(from.flags);
+      to.order.set(from.order);
+      to.links = from.links?.slice();
+      to.preserved = from.preserved;
+      return to;
+    };
+    return {
+      table: this.#table.clone(copySection),
+      freeHead: this.#freeHead.slice(),
+      stack: this.#stack.slice(),
+      runs: this.#runs.slice(),
+      run: this.#run,
+      counts: [this.freePages, this.allocatedPages, this.preservedPages],
+      copySection,
+    } satisfies SnapshotState as unknown as AllocatorSnapshot;
+  }
+
+  /** Puts back the state of `snapshot` (which stays usable for another restore). */
+  restore(snapshot: AllocatorSnapshot): void {
+    const s = snapshot as unknown as SnapshotState;
+    this.#table = s.table.clone(s.copySection);
+    for (let k = 0; k < MAX_ORDER; k++) this.#freeHead[k] = s.freeHead[k]!;
+    this.#stack = s.stack.slice();
+    this.#runs = s.runs.slice();
+    this.#run = s.run;
+    [this.freePages, this.allocatedPages, this.preservedPages] = s.counts;
   }
 
   // ---------------------------------------------------------------- queries
@@ -359,6 +416,14 @@ export class PageAllocator {
    * @param keep - `[headPageIndex, order]` pairs in ascending order of `headPageIndex`
    */
   reset(keep: ReadonlyArray<readonly [number, number]>): void {
+    this.resetSorted(
+      keep.map((k) => k[0]),
+      keep.map((k) => k[1]),
+    );
+  }
+
+  /** {@link PageAllocator.reset} with the heads and orders of the kept blocks in two arrays. */
+  resetSorted(first: ArrayLike<number>, orders: ArrayLike<number>): void {
     this.#table.clear();
     this.#freeHead.fill(NONE);
     this.#stack.length = 0;
@@ -368,8 +433,9 @@ export class PageAllocator {
     const runs: number[] = [];
     let cursor = this.totalPages;
     // Free the gaps top-down so that the lowest addresses end up at the heads of the free lists.
-    for (let i = keep.length - 1; i >= 0; i--) {
-      const [pfn, order] = keep[i]!;
+    for (let i = first.length - 1; i >= 0; i--) {
+      const pfn = first[i]!;
+      const order = orders[i]!;
       this.#freeRange(pfn + (1 << order), cursor, runs);
       this.#setAllocated(pfn, order);
       cursor = pfn;

@@ -76,6 +76,20 @@ export class SectionTable<T> {
     this.#size = 0;
   }
 
+  /** A copy of the table whose values are `copy(value)` (leaves are copied, not shared). */
+  clone(copy: (value: T) => T): SectionTable<T> {
+    const out = new SectionTable<T>();
+    out.#size = this.#size;
+    for (let t = 0; t < this.#top.length; t++) {
+      const leaf = this.#top[t];
+      if (leaf === undefined) continue;
+      const slots = leaf.slots.slice();
+      for (let i = 0; i < LEAF_SLOTS; i++) if (slots[i] !== undefined) slots[i] = copy(slots[i]!);
+      out.#top[t] = { slots, used: leaf.used };
+    }
+    return out;
+  }
+
   /** Section numbers holding a value, ascending (a snapshot: callers may modify the table). */
   keys(): number[] {
     const out: number[] = [];

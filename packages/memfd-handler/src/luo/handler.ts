@@ -65,13 +65,7 @@ import {
   MEMFD_LUO_SER,
   MEMFD_LUO_SER_SIZE,
 } from "./layout.js";
-import {
-  encodeFolioRecord,
-  encodeMemfdSer,
-  folioPhys,
-  parseMemfdHandover,
-  type MemfdHandover,
-} from "./record.js";
+import { encodeFolioRecord, encodeMemfdSer, parseMemfdHandover, type MemfdHandover } from "./record.js";
 import { EMPTY_KHO_VMALLOC, preserveVmalloc, unpreserveVmalloc, type VmallocArea } from "./vmalloc.js";
 
 /** Runtime state of one preserved memfd (the handler's private data; never crosses kexec). */
@@ -196,6 +190,38 @@ function metadataPages(h: MemfdHandover): Set<bigint> {
   return new Set([h.ser, ...(h.area?.pages ?? []), ...(h.area?.chunks ?? [])]);
 }
 
+/** {@link metadataPages} as page frame numbers. */
+function metadataPfns(h: MemfdHandover): Set<number> {
+  return new Set([...metadataPages(h)].map((p) => Number(p >> PAGE_SHIFT_N)));
+}
+
+const PAGE_SHIFT_N = BigInt(PAGE_SHIFT);
+
+/**
+ * Checks that values are distinct as they are visited in order: free while they ascend (the
+ * common case: records are written in order), a set of everything seen from the first value that
+ * does not.
+ */
+class UniqueNumbers {
+  #last = -1;
+  #seen: Set<number> | undefined;
+
+  /** Adds `values[i]` (after `values[0..i)`); false when it was seen before. */
+  add(values: Float64Array, i: number): boolean {
+    const v = values[i]!;
+    if (this.#seen === undefined) {
+      if (v > this.#last) {
+        this.#last = v;
+        return true;
+      }
+      this.#seen = new Set(values.subarray(0, i));
+    }
+    if (this.#seen.has(v)) return false;
+    this.#seen.add(v);
+    return true;
+  }
+}
+
 function needIncoming(incoming: KhoIncoming | undefined, data: bigint): KhoIncoming {
   if (!incoming) throw new LiveUpdateError("EINVAL", `memfd data ${hex(data)}: this kernel has no handover`);
   return incoming;
@@ -226,42 +252,56 @@ function retrieve({ data, incoming: maybeIncoming, container }: RetrieveArgs): M
   }
   const size = Number(record.size);
   const pages = Math.ceil(size / PAGE_SIZE);
-  const meta = metadataPages(h);
-  const indexes = new Set<number>();
-  const hugeUnits = new Set<number>();
-  const physs = new Set<bigint>();
-  const folios: MemfdFolio[] = [];
-  for (const f of h.folios) {
-    const phys = folioPhys(f);
-    if (f.index >= BigInt(pages) || indexes.has(Number(f.index))) {
+  const meta = metadataPfns(h);
+  // One pass over parallel arrays, with a set only once the records stop ascending (they
+  // ascend as written): measured at 32 Ki 2 MiB folios (a 64 GiB guest), the sets of bigint
+  // addresses and per-record objects this replaced made retrieve about 75 ms of a 110 ms
+  // blackout on this machine; see the large-host benchmark for the figure now.
+  const fa = h.folioArrays;
+  const n = fa.length;
+  const folios: MemfdFolio[] = new Array<MemfdFolio>(n);
+  const indexes = new UniqueNumbers();
+  const pfns = new UniqueNumbers();
+  let huge = 0;
+  for (let i = 0; i < n; i++) {
+    const index = fa.index[i]!;
+    const pfn = fa.pfn[i]!;
+    if (index >= pages || !indexes.add(fa.index, i)) {
       throw new LiveUpdateError(
         "EINVAL",
-        `${what}: folio index ${f.index} is repeated or beyond ${pages} page(s)`,
+        `${what}: folio index ${index} is repeated or beyond ${pages} page(s)`,
       );
     }
+    const phys = BigInt(pfn) << PAGE_SHIFT_N;
     const order = incoming.orderOf(phys);
-    if (physs.has(phys) || meta.has(phys) || order === undefined || !unrestored(incoming, phys, order)) {
-      throw new LiveUpdateError("EIO", `${what}: cannot restore folio ${f.index} at ${hex(phys)}`);
+    if (
+      !pfns.add(fa.pfn, i) ||
+      meta.has(pfn) ||
+      order === undefined ||
+      !incoming.covers(phys, PAGE_SIZE << order)
+    ) {
+      throw new LiveUpdateError("EIO", `${what}: cannot restore folio ${index} at ${hex(phys)}`);
     }
-    const index = Number(f.index);
     if (order !== 0 && (order !== MAX_ORDER || index % MAX_ORDER_PAGES !== 0)) {
       throw new LiveUpdateError(
         "EINVAL",
-        `${what}: folio ${f.index} at ${hex(phys)} has order ${order} (memfd folios are order 0, or ${MAX_ORDER} at a multiple of ${MAX_ORDER_PAGES} pages)`,
+        `${what}: folio ${index} at ${hex(phys)} has order ${order} (memfd folios are order 0, or ${MAX_ORDER} at a multiple of ${MAX_ORDER_PAGES} pages)`,
       );
     }
-    if (order === MAX_ORDER) hugeUnits.add(index / MAX_ORDER_PAGES);
-    indexes.add(index);
-    physs.add(phys);
-    folios.push({ index, phys, order });
+    if (order === MAX_ORDER) huge++;
+    folios[i] = { index, phys, order };
   }
-  for (const f of folios) {
-    const unit = Math.floor(f.index / MAX_ORDER_PAGES);
-    if (f.order === 0 && hugeUnits.has(unit)) {
-      throw new LiveUpdateError(
-        "EINVAL",
-        `${what}: folio ${f.index} lies inside the 2 MiB folio at index ${unit * MAX_ORDER_PAGES}`,
-      );
+  if (huge > 0 && huge < n) {
+    const hugeUnits = new Set<number>();
+    for (const f of folios) if (f.order === MAX_ORDER) hugeUnits.add(f.index / MAX_ORDER_PAGES);
+    for (const f of folios) {
+      const unit = Math.floor(f.index / MAX_ORDER_PAGES);
+      if (f.order === 0 && hugeUnits.has(unit)) {
+        throw new LiveUpdateError(
+          "EINVAL",
+          `${what}: folio ${f.index} lies inside the 2 MiB folio at index ${unit * MAX_ORDER_PAGES}`,
+        );
+      }
     }
   }
   // Everything checked: from here nothing can fail.
@@ -289,12 +329,14 @@ function finish({ data, incoming: maybeIncoming, retrieveStatus }: FinishArgs<Me
     throw e;
   }
   const meta = metadataPages(h);
+  const metaPfns = metadataPfns(h);
   if (retrieveStatus !== 1) {
-    for (const f of h.folios) {
-      const phys = folioPhys(f);
+    const fa = h.folioArrays;
+    for (let i = 0; i < fa.length; i++) {
+      if (metaPfns.has(fa.pfn[i]!)) continue;
+      const phys = BigInt(fa.pfn[i]!) << PAGE_SHIFT_N;
       const order = incoming.orderOf(phys);
-      if (!meta.has(phys) && order !== undefined && unrestored(incoming, phys, order))
-        incoming.restoreFree(phys);
+      if (order !== undefined && unrestored(incoming, phys, order)) incoming.restoreFree(phys);
     }
   }
   for (const p of meta) incoming.restoreFree(p);
