@@ -93,6 +93,21 @@ export interface LuoIncomingHandover {
 
 const hex = (p: bigint): string => `0x${p.toString(16)}`;
 
+/**
+ * The files and blocks of an empty session: one shared, frozen empty array each. With a u64 read
+ * as `0n` without allocating (below), an empty session costs its name and two small objects
+ * while the handover is read: at 100k–500k sessions the per-session garbage here was what the
+ * young-generation GCs of early boot spent their time copying.
+ */
+const NO_FILES: IncomingFileRecord[] = Object.freeze([]) as unknown as IncomingFileRecord[];
+const NO_BLOCKS: bigint[] = Object.freeze([]) as unknown as bigint[];
+
+/** A little-endian u64 of `dv` at `off`; the shared `0n` for zero. */
+function readU64(dv: DataView, off: number): bigint {
+  if (dv.getUint32(off, true) === 0 && dv.getUint32(off + 4, true) === 0) return 0n;
+  return dv.getBigUint64(off, true);
+}
+
 function panicOnFdt<T>(what: string, phys: bigint, fn: () => T): T {
   try {
     return fn();
@@ -193,8 +208,8 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
       }
       return {
         name,
-        files: dv.getBigUint64(off + SESSION_SER.files, true),
-        nfiles: dv.getBigUint64(off + SESSION_SER.nfiles, true),
+        files: readU64(dv, off + SESSION_SER.files),
+        nfiles: readU64(dv, off + SESSION_SER.nfiles),
         index: i,
         block,
       };
@@ -206,7 +221,7 @@ export function readLuoHandover(kho: KhoIncoming): LuoIncomingHandover | undefin
     // Most sessions of a large handover are empty: no chain to walk, only the count to check.
     if (s.files === 0n) {
       checkFileCount(s, 0);
-      return { name: s.name, files: [], fileBlocks: [] };
+      return { name: s.name, files: NO_FILES, fileBlocks: NO_BLOCKS };
     }
     const fileLabel = fileChainLabel(s.name);
     const chain = readChain(
