@@ -189,7 +189,7 @@ export class Kho {
     // comparator and writing bigints made finalize 16–50 ms of the blackout; this is a few ms.
     const keys = new Float64Array(this.preserved.size);
     let k = 0;
-    for (const [pfn, order] of this.preserved) keys[k++] = pfn * 16 + order;
+    this.preserved.forEach((order, pfn) => (keys[k++] = pfn * 16 + order)); // no entry arrays
     keys.sort();
     let e = 0;
     for (let i = 0; i < map.length; i++) {
