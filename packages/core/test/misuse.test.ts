@@ -209,3 +209,22 @@ describe("messages say what the value is", () => {
     );
   });
 });
+
+describe("FLB access with something that is not an FLB", () => {
+  it("getIncoming and getOutgoing of undefined, null or a number are EINVAL; an unknown object ENOENT", async () => {
+    const kernel = await new Machine({ memory: "8 MiB" }).boot();
+    const flbs = kernel.liveupdate.flbs;
+    for (const [value, shown] of [
+      [undefined, "undefined"],
+      [null, "null"],
+      [7, "a number 7"],
+    ] as const) {
+      const incoming = await rejects(flbs.getIncoming(js(value)), "EINVAL");
+      expect(incoming.message).toBe(`EINVAL: expected an FLB object, not ${shown}`);
+      const outgoing = await rejects(flbs.getOutgoing(js(value)), "EINVAL");
+      expect(outgoing.message).toBe(incoming.message);
+    }
+    await rejects(flbs.getIncoming(js({ compatible: "nobody-v1" })), "ENOENT");
+    await kernel.shutdown();
+  });
+});

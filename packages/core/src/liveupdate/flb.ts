@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { LiveUpdateError, toLiveUpdateError } from "../errors.js";
+import { describeValue, LiveUpdateError, toLiveUpdateError } from "../errors.js";
 import type { Kho, KhoIncoming } from "../kho/index.js";
 import type { FlbRecord, IncomingFlbRecord } from "../abi/index.js";
 import { LevelMutex, LockLevel } from "./locks.js";
@@ -306,6 +306,9 @@ export class FlbManager implements FlbAccess {
   }
 
   private require(flb: Flb): FlbState {
+    if (typeof flb !== "object" || flb === null) {
+      throw new LiveUpdateError("EINVAL", `expected an FLB object, not ${describeValue(flb)}`);
+    }
     const st = this.states.get(flb as Flb);
     if (!st) throw new LiveUpdateError("ENOENT", `FLB "${flb.compatible}" is not registered`);
     return st;
